@@ -1,0 +1,28 @@
+"""`ptplan tasks`: the built-in suites, their families, OOD shift and sample prompts."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def show_tasks(console: Console, suite: str | None = None, samples: int = 1) -> None:
+    from stages._tasks import SUITES, SuiteSizes
+
+    names = [suite] if suite else list(SUITES)
+    for name in names:
+        if name not in SUITES:
+            raise ValueError(f"unknown suite {name!r} (known: {', '.join(SUITES)})")
+        spec = SUITES[name]
+        data = spec.build(0, SuiteSizes(cpt=8, sft=64, rl=8, id_test=64, ood_test=64))
+        table = Table(title=f"{name}: {spec.description}", caption=f"OOD shift: {spec.ood_shift}", show_lines=True)
+        for col in ("family", "what", "sample prompt -> answer (ID)", "sample (OOD)"):
+            table.add_column(col)
+        for family, what in spec.families.items():
+            ids = [e for e in data.id_test if e.task == family][:samples]
+            oods = [e for e in data.ood_test if e.task.split("_")[0] == family][:samples]
+            table.add_row(family, what, "\n".join(f"{e.prompt} -> {e.answer}" for e in ids) or "-",
+                          "\n".join(f"{e.prompt} -> {e.answer}" for e in oods) or "-")
+        console.print(table)
+        if data.cpt_corpus:
+            console.print(f"  CPT corpus sample: {data.cpt_corpus[0]!r}", highlight=False)
