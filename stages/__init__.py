@@ -20,7 +20,7 @@ _EXPORTS = {
     "SCORERS": "_scoring", "resolve_scorer": "_scoring", "load_user_data": "_userdata", "DataError": "_userdata",
     # stages and trials
     "CPTStage": "_stages", "SFTStage": "_stages", "RLStage": "_stages", "STAGE_TYPES": "_stages",
-    "DivergedError": "_stages", "RewardError": "_stages", "evaluate": "_eval", "EvalError": "_eval",
+    "DivergedError": "_stages", "RewardError": "_scoring", "evaluate": "_eval", "EvalError": "_eval",
     "run_trial": "_trial", "TrialRunner": "_trial", "TrialFailed": "_trial", "ConfigMismatch": "_trial",
     "CurvePoint": "_trial", "load_trial_config": "_trial", "FAILURE_REASONS": "_trial", "ood_peak": "_trial",
     "stage_key": "_trial", "describe_diff": "_trial",

@@ -18,14 +18,11 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ._config import RLConfig, StageConfig
 from ._ledger import BudgetError, Spend, rl_flops_per_token, train_flops_per_token
+from ._scoring import RewardError
 
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class RewardError(RuntimeError):
-    """The reward callable raised."""
 
 
 @dataclass
@@ -282,6 +279,8 @@ def _guarded_reward(reward):
     def task_reward(completions, **kwargs):
         try:
             values = reward(completions, **kwargs)
+        except RewardError:
+            raise
         except Exception as err:
             raise RewardError(f"reward function raised {type(err).__name__}: {err}") from err
         if len(values) != len(completions):

@@ -130,3 +130,56 @@ def test_resume_refuses_a_changed_config(tiny_config, tmp_path):
     run_trial(tiny_config(), tmp_path)
     with pytest.raises(ConfigMismatch, match=r"allocation.sft.lr: 0.003 -> 0.001"):
         run_trial(tiny_config(allocation={"sft": {"lr": 1e-3}}), tmp_path)
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _user_files(tmp_path, broken_split=None):
+    import random
+
+    rng = random.Random(0)
+    comp = {"A": "T", "C": "G", "G": "C", "T": "A"}
+
+    def rows(n, lo, hi):
+        out = []
+        for _ in range(n):
+            s = "".join(rng.choice("ACGT") for _ in range(rng.randint(lo, hi)))
+            out.append({"prompt": f"rc:{s}=", "answer": "".join(comp[c] for c in reversed(s))})
+        return out
+
+    files = {split: _write_jsonl(tmp_path / f"{split}.jsonl", rows(n, lo, hi))
+             for split, n, lo, hi in [("sft", 64, 4, 8), ("rl", 16, 4, 8), ("id", 8, 4, 8), ("ood", 8, 10, 12)]}
+    if broken_split:
+        _write_jsonl(tmp_path / f"{broken_split}.jsonl", [{"prompt": "rc:ACG=", "reply": "CGT"}])
+    return files
+
+
+def test_missing_column_is_data_error_before_training(tiny_config, tmp_path):
+    files = _user_files(tmp_path, broken_split="ood")
+    with pytest.raises(TrialFailed) as info:
+        run_trial(tiny_config(data={"files": files, "suite": None}), tmp_path / "out")
+    assert info.value.reason == "data_error"
+    assert "ood.jsonl" in info.value.message and "answer" in info.value.message
+    assert not (tmp_path / "out" / "stages").exists()
+
+
+def test_reward_that_raises_is_reward_error_and_earlier_stages_are_kept(tiny_config, tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text(
+        "def broken(completions, answer, **kw):\n"
+        "    if 'trainer_state' in kw:  # fails only on sampled RL completions, not on greedy evaluation\n"
+        "        raise KeyError('gene symbol table missing')\n"
+        "    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    files = _user_files(tmp_path)
+    cfg = tiny_config(data={"files": files, "suite": None, "scorer": "my_rewards:broken"},
+                      allocation={"shares": {"cpt": 0.0, "sft": 0.5, "rl": 0.5}}, budget={"total": 2e10})
+    with pytest.raises(TrialFailed) as info:
+        run_trial(cfg, tmp_path / "out")
+    assert info.value.reason == "reward_error" and "gene symbol table missing" in info.value.message
+    res = _result(tmp_path / "out")
+    assert res["failure"]["reason"] == "reward_error"
+    assert res["ledger"]["stages"]["sft"]["spent"]["steps"] >= 1  # the finished SFT stage is recorded
+    assert list((tmp_path / "out" / "stages").glob("sft-*/model"))  # and its checkpoint kept

@@ -1,0 +1,21 @@
+"""Built-in biological task suites and the task data contract (private; exported by `stages`)."""
+
+from __future__ import annotations
+
+from stages._scoring import Scorer
+from stages._tasks import genomics, proteins, transcriptomics
+from stages._tasks._base import Example, SuiteSizes, SuiteSpec, TaskData
+
+__all__ = ["SUITES", "Example", "Scorer", "SuiteSizes", "SuiteSpec", "TaskData", "build_suite"]
+
+SUITES: dict[str, SuiteSpec] = {spec.name: spec for spec in (genomics.SPEC, transcriptomics.SPEC, proteins.SPEC)}
+
+
+def build_suite(name: str, seed: int = 0, sizes: SuiteSizes | None = None) -> TaskData:
+    """Generate the data of a built-in suite; the same (name, seed, sizes) always gives the same data."""
+    spec = SUITES.get(name)
+    if spec is None:
+        raise ValueError(f"unknown task suite {name!r}; known suites: {', '.join(SUITES)}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"task suite seed must be an integer, got {seed!r}")
+    return spec.build(seed, sizes if sizes is not None else SuiteSizes())
