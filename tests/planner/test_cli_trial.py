@@ -59,7 +59,14 @@ def test_smoke_trial_writes_everything_and_every_stage_trains(tmp_path):
         delta = max((now[k] - prev[k]).abs().max().item() for k in now)
         assert delta > 0, f"{stage} did not change any weight"
         prev = now
-    assert "ID" in proc.stdout or "final ID" in proc.stdout
+    assert "final ID" in proc.stdout
+
+    # --resume on a finished trial trains nothing again and reproduces the record
+    again = ptplan("trial", "--resume", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    res2 = json.loads((out / "result.json").read_text())
+    assert all(st["reused"] for st in res2["ledger"]["stages"].values())
+    assert res2["final"] == res["final"] and res2["ledger"]["spent"] == res["ledger"]["spent"]
 
 
 def test_malformed_plan_is_a_clear_error(tmp_path):

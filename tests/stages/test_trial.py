@@ -183,3 +183,15 @@ def test_reward_that_raises_is_reward_error_and_earlier_stages_are_kept(tiny_con
     assert res["failure"]["reason"] == "reward_error"
     assert res["ledger"]["stages"]["sft"]["spent"]["steps"] >= 1  # the finished SFT stage is recorded
     assert list((tmp_path / "out" / "stages").glob("sft-*/model"))  # and its checkpoint kept
+
+
+def test_backbone_from_a_local_folder(tiny_config, tmp_path):
+    from stages import load_backbone
+    from stages._backbones import save_checkpoint
+
+    model, tok = load_backbone("llama-0.5m", seed=3)
+    save_checkpoint(model, tok, tmp_path / "my-model")
+    cfg = tiny_config(backbone={"path": str(tmp_path / "my-model")}, budget={"total": 2e10})
+    res = run_trial(cfg, tmp_path / "out")
+    assert res["status"] == "complete" and res["parameters"] == sum(p.numel() for p in model.parameters())
+    assert res["ledger"]["stages"]["sft"]["spent"]["steps"] >= 1
