@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/ptplan trial quick --out $(DEMO_DIR)/trial
 
+# One torch thread per process: tests start several training processes on 2 cores, and
+# oversubscribed OpenMP threads slowed them 60x here.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -47,6 +47,76 @@ def tasks(
         _fail(str(err))
 
 
+# -- studies (studies/): run, worker, status, export, init ------------------------------------------
+PlanArg = Annotated[str, typer.Argument(help="plan file or preset name (see `ptplan init --list`)")]
+SetOpt = Annotated[list[str], typer.Option("--set", help="override a plan field: key.sub=value (study.* too)")]
+
+
+@app.command()
+def run(
+    plan: PlanArg,
+    trials: Annotated[Optional[int], typer.Option(help="run until this many trials are COMPLETE in total "
+                                                       "(default: study.trials, or the grid size)")] = None,
+    jobs: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    set_: SetOpt = [],
+) -> None:
+    """Create or resume the plan's Optuna study and run real trials until N are COMPLETE."""
+    from ._study_cmd import run_command
+
+    raise typer.Exit(run_command(plan, set_, trials, jobs, console, err_console))
+
+
+@app.command()
+def worker(
+    plan: PlanArg,
+    trials: Annotated[Optional[int], typer.Option(help="stop when this many trials are COMPLETE in total")] = None,
+    index: Annotated[Optional[int], typer.Option(help="worker number (set by `ptplan run --jobs`)")] = None,
+    set_: SetOpt = [],
+) -> None:
+    """Join a plan's study from any machine that reaches its storage, and run trials."""
+    from ._study_cmd import worker_command
+
+    raise typer.Exit(worker_command(plan, set_, trials, index, console, err_console))
+
+
+@app.command()
+def status(
+    plan: PlanArg,
+    limit: Annotated[int, typer.Option(help="show the last N trials (0: all)")] = 50,
+    set_: SetOpt = [],
+) -> None:
+    """Trials (state, allocation, spent, ID, OOD, failure, retries, reuse), Pareto front, compute saved."""
+    from ._study_cmd import status_command
+
+    raise typer.Exit(status_command(plan, set_, limit or None, console, err_console))
+
+
+@app.command()
+def export(
+    plan: PlanArg,
+    format: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
+    out: Annotated[Optional[Path], typer.Option(help="output file (default <run folder>/trials.<format>)")] = None,
+    set_: SetOpt = [],
+) -> None:
+    """Write the trial table, one row per trial (polars)."""
+    from ._study_cmd import export_command
+
+    raise typer.Exit(export_command(plan, set_, format, out, console, err_console))
+
+
+@app.command()
+def init(
+    preset: Annotated[str, typer.Option(help="preset to start from")] = "quick",
+    out: Annotated[Optional[Path], typer.Option(help="plan file to write (default <preset>.yaml)")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="list the presets and exit")] = False,
+    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+) -> None:
+    """Write a commented example plan (from a preset) to edit and run."""
+    from ._study_cmd import init_command
+
+    raise typer.Exit(init_command(preset, out, list_, force, console, err_console))
+
+
 def main() -> None:
     try:
         app()

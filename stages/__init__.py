@@ -10,7 +10,7 @@ _EXPORTS = {
     # config
     "TrialConfig": "_config", "Budget": "_config", "Allocation": "_config", "StageConfig": "_config",
     "RLConfig": "_config", "BackboneConfig": "_config", "DataConfig": "_config", "EvalConfig": "_config",
-    "ConfigError": "_config", "UNITS": "_config", "STAGES": "_config", "apply_overrides": "_config",
+    "ConfigError": "_config", "from_dict": "_config", "UNITS": "_config", "STAGES": "_config", "apply_overrides": "_config",
     # ledger
     "Ledger": "_ledger", "Spend": "_ledger", "BudgetError": "_ledger",
     # backbones

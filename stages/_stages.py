@@ -82,7 +82,7 @@ class _BudgetCallback(TrainerCallback):
         spent.epochs = spent.examples / self.n_train
         spent.seconds = time.perf_counter() - self.t0 - self.state.eval_seconds
         value = spent.get(self.ctx.unit)
-        if value >= self.ctx.slice:
+        if value >= self.ctx.slice * (1 - 1e-9):  # tolerance: a slice of 2.0000000001 epochs is 2 epochs
             control.should_training_stop = True
         elif self.thresholds and value >= self.thresholds[0]:
             while self.thresholds and value >= self.thresholds[0]:

@@ -7,12 +7,13 @@ before its final evaluation, so an evaluation crash never loses the training.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import logging
-import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,8 @@ from ._config import STAGES, ConfigError, TrialConfig
 from ._ledger import BudgetError, Ledger, Spend
 
 CODE_VERSION = "1"  # bump when a change makes old stage checkpoints invalid
-FAILURE_REASONS = ("diverged", "oom", "reward_error", "data_error", "eval_error", "budget", "interrupted", "error")
+FAILURE_REASONS = ("diverged", "oom", "reward_error", "data_error", "eval_error", "budget", "interrupted", "pruned",
+                   "error")
 log = logging.getLogger("ptplan.trial")
 
 
@@ -61,6 +63,8 @@ def classify_failure(err: BaseException) -> str:
     name = type(err).__name__
     if isinstance(err, KeyboardInterrupt):
         return "interrupted"
+    if name == "TrialPruned":  # raised by a study's pruner from an evaluation hook (no optuna import here)
+        return "pruned"
     if isinstance(err, DivergedError):
         return "diverged"
     if isinstance(err, RewardError) or isinstance(err.__cause__, RewardError):
@@ -143,6 +147,28 @@ def describe_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return lines
 
 
+def _write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temp file + rename) so a reader never sees half a record."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, default=float))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _stage_lock(folder: Path):
+    """Hold an exclusive lock on a stage's content address: a sibling trial that needs the same
+    stage at the same time waits, then reuses the checkpoint instead of training it twice."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _quiet_libraries() -> None:
     """ptplan shows its own progress; silence library progress bars and deprecation chatter."""
     import warnings
@@ -212,7 +238,7 @@ class TrialRunner:
             "timings": self.timings, "parameters": getattr(self, "n_params", None),
             "curves": "curves.parquet",
         }
-        (self.out / "result.json").write_text(json.dumps(result, indent=2, default=float))
+        _write_json(self.out / "result.json", result)
         return result
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -272,7 +298,7 @@ class TrialRunner:
     def _run(self) -> None:
         import torch
 
-        from ._backbones import count_parameters, load_backbone, load_checkpoint, save_checkpoint
+        from ._backbones import count_parameters, load_backbone
         from ._stages import STAGE_TYPES, StageContext
 
         cfg = self.config
@@ -312,44 +338,53 @@ class TrialRunner:
             key = stage_key(cfg, name, ctx.slice, key)
             keys[name] = key
             folder = self.store / f"{name}-{key}"
-            record_path = folder / "record.json"
-            record = json.loads(record_path.read_text()) if record_path.exists() else None
-            t = time.perf_counter()
-            if record is not None:
-                model, tokenizer = load_checkpoint(folder / "model")
-                if use_cuda:
-                    model = model.to("cuda")
-                self.ledger.stages[name].spent = Spend(**record["spent"])
-                self.ledger.stages[name].reused = True
-                self.points += [CurvePoint(**p) for p in record["points"]]
-                log.info("stage %s: reusing checkpoint %s (%s)", name, folder, record["status"])
-            else:
-                stage_points_from = len(self.points)
-
-                def hook(m, st, _name=name):
-                    self.ledger.stages[_name].spent = copy.copy(st.spent)
-                    self._evaluate(_name, m, tokenizer, st.spent.steps, st.spent, st.loss, st.reward)
-
-                ctx.evaluate = hook
-                model.train()
-                model, state = STAGE_TYPES[name]().run(model, tokenizer, ctx)
-                self.ledger.stages[name].spent = state.spent
-                save_checkpoint(model, tokenizer, folder / "model")
-                record = {"status": "trained", "spent": dataclasses.asdict(state.spent), "loss": state.loss,
-                          "reward": state.reward,
-                          "points": [dataclasses.asdict(p) for p in self.points[stage_points_from:]]}
-                record_path.write_text(json.dumps(record, default=float))
-                self.timings[name] = time.perf_counter() - t - state.eval_seconds
-            if record["status"] == "trained":  # final point, taken after the checkpoint is safe
-                spent = self.ledger.stages[name].spent
-                point = self._evaluate(name, model, tokenizer, spent.steps, spent, record.get("loss"),
-                                       record.get("reward"))
-                record["points"].append(dataclasses.asdict(point))
-                record["status"] = "done"
-                record_path.write_text(json.dumps(record, default=float))
+            with _stage_lock(folder):
+                model, tokenizer = self._stage(name, ctx, folder, model, tokenizer, use_cuda)
             self.stage_info[name] = {"key": key, "checkpoint": str(folder / "model"),
                                      "reused": self.ledger.stages[name].reused}
         self.keys = keys
+
+    def _stage(self, name, ctx, folder: Path, model, tokenizer, use_cuda: bool):
+        """Reuse the stage at `folder` if recorded, else train it; then take its final point."""
+        from ._backbones import load_checkpoint, save_checkpoint
+        from ._stages import STAGE_TYPES
+
+        record_path = folder / "record.json"
+        record = json.loads(record_path.read_text()) if record_path.exists() else None
+        t = time.perf_counter()
+        if record is not None:
+            model, tokenizer = load_checkpoint(folder / "model")
+            if use_cuda:
+                model = model.to("cuda")
+            self.ledger.stages[name].spent = Spend(**record["spent"])
+            self.ledger.stages[name].reused = True
+            self.points += [CurvePoint(**p) for p in record["points"]]
+            log.info("stage %s: reusing checkpoint %s (%s)", name, folder, record["status"])
+        else:
+            stage_points_from = len(self.points)
+
+            def hook(m, st, _name=name):
+                self.ledger.stages[_name].spent = copy.copy(st.spent)
+                self._evaluate(_name, m, tokenizer, st.spent.steps, st.spent, st.loss, st.reward)
+
+            ctx.evaluate = hook
+            model.train()
+            model, state = STAGE_TYPES[name]().run(model, tokenizer, ctx)
+            self.ledger.stages[name].spent = state.spent
+            save_checkpoint(model, tokenizer, folder / "model")
+            record = {"status": "trained", "spent": dataclasses.asdict(state.spent), "loss": state.loss,
+                      "reward": state.reward,
+                      "points": [dataclasses.asdict(p) for p in self.points[stage_points_from:]]}
+            _write_json(record_path, record)
+            self.timings[name] = time.perf_counter() - t - state.eval_seconds
+        if record["status"] == "trained":  # final point, taken after the checkpoint is safe
+            spent = self.ledger.stages[name].spent
+            point = self._evaluate(name, model, tokenizer, spent.steps, spent, record.get("loss"),
+                                   record.get("reward"))
+            record["points"].append(dataclasses.asdict(point))
+            record["status"] = "done"
+            _write_json(record_path, record)
+        return model, tokenizer
 
 
 def run_trial(config: TrialConfig, out_dir: str | Path, store_dir: str | Path | None = None, **hooks: Any) -> dict:

@@ -1,0 +1,224 @@
+"""`ptplan run | worker | status | export | init`: parse, delegate to studies/, print with rich."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ._plan import PlanError, load_plan, preset_names, preset_text
+
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+
+
+def _error(err_console: Console, message: str) -> int:
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    return EXIT_BAD_INPUT
+
+
+def _resolve(plan: str, overrides: list[str]):
+    from studies import StudyPlan
+
+    data, source = load_plan(plan)
+    return StudyPlan.from_mapping(data, overrides, source)
+
+
+def _echo(prefix: str = ""):
+    def echo(line: str) -> None:
+        print(f"{prefix}{line}", flush=True)
+
+    return echo
+
+
+def _bad_input():
+    from stages._config import ConfigError
+    from studies import StudyError
+
+    return PlanError, ConfigError, StudyError
+
+
+# -- run / worker ---------------------------------------------------------------------------------
+def run_command(plan: str, overrides: list[str], trials: int | None, jobs: int, console: Console,
+                err_console: Console) -> int:
+    """Create or resume the plan's study and run it to N COMPLETE trials with K local workers."""
+    from studies import run_study, worker_argv
+
+    try:
+        sp = _resolve(plan, overrides)
+        if trials is not None and trials < 0:
+            raise PlanError(f"--trials must be >= 0, got {trials}")
+        session, result, codes = run_study(sp, trials, jobs, _echo(), worker_argv)
+    except _bad_input() as err:
+        return _error(err_console, err)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the running trial is marked failed (interrupted); run the same command "
+                          "to continue the study", highlight=False, soft_wrap=True)
+        return EXIT_INTERRUPTED
+    console.print(f"{result.stopped}", highlight=False, markup=False)
+    _print_status(console, session.admin, sp, session.url, limit=20)
+    if any(c in (EXIT_INTERRUPTED, -2) for c in codes):
+        return EXIT_INTERRUPTED
+    if any(c not in (0, -9) for c in codes) and not result.reached:
+        return 1  # a worker failed and the study is short of its target
+    return 0
+
+
+def worker_command(plan: str, overrides: list[str], trials: int | None, index: int | None, console: Console,
+                   err_console: Console) -> int:
+    """Join an existing study and run trials until it reaches its count."""
+    from studies import run_worker
+
+    prefix = f"[w{index}] " if index is not None else ""
+    try:
+        sp = _resolve(plan, overrides)
+        _, result = run_worker(sp, trials, index, _echo(prefix))
+    except _bad_input() as err:
+        return _error(err_console, err)
+    except KeyboardInterrupt:
+        print(f"{prefix}interrupted: the running trial is marked failed (interrupted)", flush=True)
+        return EXIT_INTERRUPTED
+    print(f"{prefix}{result.stopped} ({result.ran} run by this worker)", flush=True)
+    return 0
+
+
+# -- status / export ---------------------------------------------------------------------------
+def _fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else ""
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _shares(r: dict) -> str:
+    if r["share_cpt"] is None:
+        return "-"
+    return "/".join(f"{r[f'share_{s}']:.2f}" for s in ("cpt", "sft", "rl"))
+
+
+def _ranks(r: dict) -> str:
+    return "/".join(_fmt(r[f"rank_{s}"]) for s in ("cpt", "sft", "rl"))
+
+
+_STATE_STYLE = {"COMPLETE": "green", "FAIL": "red", "RUNNING": "yellow", "WAITING": "cyan", "PRUNED": "magenta"}
+
+
+def _print_status(console: Console, study, sp, url: str, limit: int | None = 50) -> None:
+    from studies import mask, study_table
+    from studies._space import SHARE_PARAMS, short_name
+
+    table = study_table(study, sp)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(table.counts.items())) or "no trials yet"
+    obj = sp.study.objective
+    objective = "maximize (ID, OOD)" if obj.kind == "multi" else f"maximize (1-{obj.ood_weight:g})*ID + " \
+        f"{obj.ood_weight:g}*OOD, pruner {obj.pruner}"
+    console.print(f"[bold]{escape(sp.name)}[/]  storage {escape(mask(url))}  sampler {sp.study.sampler}  "
+                  f"objective {escape(objective)}", highlight=False)
+    reasons: dict[str, int] = {}
+    for r in table.rows:
+        if r["failure_reason"]:
+            reasons[r["failure_reason"]] = reasons.get(r["failure_reason"], 0) + 1
+    why = f" ({', '.join(f'{n} {k}' for k, n in sorted(reasons.items()))})" if reasons else ""
+    saved = f"{_fmt(table.saved)} {table.unit}" + ("" if table.unit == "flops" else f" ({_fmt(table.saved_flops)} FLOPs)")
+    console.print(f"trials: {counts}{escape(why)}; retried {table.retried}; compute saved by checkpoint reuse "
+                  f"{saved}", highlight=False)
+    extra = [p for p in sp.space.params if p not in SHARE_PARAMS and not p.endswith(".rank")]
+    rows = table.rows if not limit else table.rows[-limit:]
+    shown = "" if len(rows) == len(table.rows) else f", last {len(rows)} of {len(table.rows)}"
+    t = Table(title=f"trials (spent in {table.unit}{shown})")
+    for col in ("#", "state", "shares c/s/r", "ranks c/s/r", *[short_name(p) for p in extra],
+                "spent", "ID", "OOD", "failure", "retries", "reused"):
+        t.add_column(col, justify="left" if col in ("state", "failure", "reused") else "right",
+                     no_wrap=col in ("#", "state", "shares c/s/r", "ranks c/s/r", "ID", "OOD"))
+    for r in rows:
+        style = _STATE_STYLE.get(r["state"], "")
+        t.add_row(str(r["number"]), f"[{style}]{r['state']}[/]" if style else r["state"], _shares(r), _ranks(r),
+                  *[_fmt(r[f"param.{p}"]) for p in extra], _fmt(r["spent"]), _fmt(r["id"]), _fmt(r["ood"]),
+                  escape(r["failure_reason"] or ""), str(r["retries"] or ""), r["reused"])
+    console.print(t)
+    if table.front:
+        title = "Pareto front (ID, OOD)" if obj.kind == "multi" else "best trial"
+        f = Table(title=title)
+        score = [] if obj.kind == "multi" else ["score"]
+        for col in ("#", "shares c/s/r", "ranks c/s/r", *[short_name(p) for p in extra], *score, "ID", "OOD",
+                    "SFT OOD peak at"):
+            f.add_column(col, justify="right")
+        for r in table.front:
+            peak = "-" if r["ood_peak_fraction"] is None else \
+                f"{r['ood_peak_fraction']:.0%}{' (censored)' if r['ood_peak_censored'] else ''}"
+            f.add_row(str(r["number"]), _shares(r), _ranks(r), *[_fmt(r[f"param.{p}"]) for p in extra],
+                      *[_fmt(r["objective"]) for _ in score], _fmt(r["id"]), _fmt(r["ood"]), peak)
+        console.print(f)
+
+
+def _open_existing(sp):
+    from studies import open_session
+
+    return open_session(sp, create=False, must_exist=sp.study.storage is None, check=False)
+
+
+def status_command(plan: str, overrides: list[str], limit: int | None, console: Console,
+                   err_console: Console) -> int:
+    """Print the trial table, the Pareto front and compute saved; reads the trials once."""
+    try:
+        sp = _resolve(plan, overrides)
+        session = _open_existing(sp)
+        from studies import check_identity
+
+        try:
+            check_identity(session.admin, sp, session.url)
+        except Exception as err:  # noqa: BLE001 - status still shows the study, with the warning
+            err_console.print(f"[yellow]warning:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        _print_status(console, session.admin, sp, session.url, limit=limit)
+    except _bad_input() as err:
+        return _error(err_console, err)
+    return 0
+
+
+def export_command(plan: str, overrides: list[str], fmt: str, out: Path | None, console: Console,
+                   err_console: Console) -> int:
+    """Write the trial table (one row per trial) as Parquet or CSV."""
+    from studies import export_table, study_table
+
+    if fmt not in ("parquet", "csv"):
+        return _error(err_console, f"--format must be parquet or csv, got {fmt!r}")
+    try:
+        sp = _resolve(plan, overrides)
+        session = _open_existing(sp)
+        table = study_table(session.admin, sp)
+        out = Path(out) if out else sp.run_dir / f"trials.{fmt}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_table(table.rows, out, fmt)
+    except _bad_input() as err:
+        return _error(err_console, err)
+    console.print(f"wrote {len(table.rows)} trials to {out}", highlight=False, markup=False)
+    return 0
+
+
+# -- init ------------------------------------------------------------------------------------------
+def init_command(preset: str, out: Path | None, list_: bool, force: bool, console: Console,
+                 err_console: Console) -> int:
+    """Write a commented example plan (a preset) to a file, or list the presets."""
+    names = preset_names()
+    if list_:
+        table = Table(title="presets (ptplan init --preset NAME)")
+        table.add_column("name")
+        table.add_column("what")
+        for name in names:
+            first = preset_text(name).splitlines()[0].lstrip("# ").strip()
+            table.add_row(name, escape(first))
+        console.print(table)
+        return 0
+    if preset not in names:
+        return _error(err_console, f"unknown preset {preset!r} (presets: {', '.join(names)})")
+    out = Path(out) if out else Path(f"{preset}.yaml")
+    if out.exists() and not force:
+        return _error(err_console, f"{out} exists; pass --force to overwrite it, or --out another file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(preset_text(preset))
+    console.print(f"wrote {out} (preset {preset}); run it with `ptplan run {out}`", highlight=False, markup=False)
+    return 0

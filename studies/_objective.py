@@ -1,0 +1,212 @@
+"""The Optuna objective: sampled point -> TrialConfig -> one real staged trial -> (ID, OOD).
+
+Every trial's record goes into Optuna user attrs (so the `optuna` CLI and optuna-dashboard read
+it) and its artifact folder `<run>/trials/<number>/`; stage checkpoints go to one shared store
+`<run>/stages/`, so trials sharing a CPT (or CPT+SFT) prefix reuse it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from ._study import REPORT_STEPS
+
+if TYPE_CHECKING:
+    from ._config import StudyPlan
+
+HOST = socket.gethostname()
+LEASE_ATTR = "lease"
+FAILURE_ATTR = "failure"
+RECORD_ATTRS = ("allocation", "ledger", "final", "ood_peak", "curves", "compute_saved", "timings", "wall_seconds")
+
+
+def worker_name() -> str:
+    return f"{HOST}:{os.getpid()}"
+
+
+class Lease:
+    """ptplan's heartbeat for storages without Optuna's (the journal): a timestamp in a user attr.
+
+    A thread renews it every `interval` seconds while the trial runs; a worker that finds it older
+    than the grace period (or owned by a dead process on its own host) fails and retries the trial.
+    """
+
+    def __init__(self, trial, interval: float):
+        self.trial, self.interval = trial, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"ptplan-lease-{trial.number}", daemon=True)
+
+    def _renew(self) -> None:
+        self.trial.set_user_attr(LEASE_ATTR, {"trial": self.trial.number, "host": HOST, "pid": os.getpid(),
+                                              "time": time.time()})
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._renew()
+            except Exception:  # noqa: BLE001 - the trial finished or was declared lost: stop renewing
+                return
+
+    def __enter__(self) -> "Lease":
+        self._renew()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class _NoLease:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def compute_saved(ledger: dict) -> dict:
+    """Spend of the stages this trial reused instead of training (budget unit and FLOPs)."""
+    unit = ledger["unit"]
+    reused = [s for s, st in ledger["stages"].items() if st.get("reused")]
+    return {"unit": unit, "value": sum(ledger["stages"][s]["spent"][unit] for s in reused),
+            "flops": sum(ledger["stages"][s]["spent"]["flops"] for s in reused), "stages": reused}
+
+
+class TrialObjective:
+    """Callable Optuna objective running one staged trial per call."""
+
+    def __init__(self, plan: "StudyPlan", lease_interval: float | None = None,
+                 echo: Callable[[str], None] = print, runner: Callable | None = None):
+        self.plan = plan
+        self.run_dir = plan.run_dir
+        self.lease_interval = lease_interval
+        self.echo = echo
+        self._runner = runner  # tests inject a fake; default stages.run_trial
+
+    def _run_trial(self):
+        if self._runner is not None:
+            return self._runner
+        from stages import run_trial
+
+        return run_trial
+
+    def __call__(self, trial):
+        import optuna
+        from stages import TrialFailed
+
+        out: Path | None = None
+        try:
+            values = self.plan.space.suggest(trial)
+            number = trial.number
+            out = self.run_dir / "trials" / str(number)
+            if trial.user_attrs:  # a retry starts with its original's attrs: clear the old record
+                for key in (FAILURE_ATTR, *RECORD_ATTRS):
+                    if trial.user_attrs.get(key) is not None:
+                        trial.set_user_attr(key, None)
+            if out.exists():  # left by an earlier study in this folder: keep it aside, never mix
+                out.rename(out.with_name(f"{number}.old-{time.strftime('%Y%m%d-%H%M%S')}"))
+            trial.set_user_attr("artifacts", str(out))
+            trial.set_user_attr("worker", worker_name())
+            try:
+                config = self.plan.space.config_for(values, name=f"{self.plan.trial.name}-{number}")
+            except ValueError as err:
+                raise TrialFailed("error", f"sampled allocation is not a valid trial config: {err}") from None
+            lease = Lease(trial, self.lease_interval) if self.lease_interval else _NoLease()
+            self.echo(f"trial {number} started: {self.plan.space.describe(values)}")
+            started = time.perf_counter()
+            with lease:
+                result = self._run_trial()(config, out, self.run_dir / "stages", on_point=self._reporter(trial, config))
+        except TrialFailed as err:
+            pruned = isinstance(err.__cause__, optuna.TrialPruned)
+            reason = "pruned" if pruned else err.reason
+            self._record(trial, err.result, out)
+            trial.set_user_attr(FAILURE_ATTR, {"reason": reason, "message": err.message[-2000:]})
+            self.echo(f"trial {trial.number} {'pruned' if pruned else 'failed'} ({reason}): {err.message[:300]}")
+            if pruned:
+                raise optuna.TrialPruned(err.message) from None
+            raise
+        except KeyboardInterrupt:
+            self._mark(trial, "interrupted", "stopped by Ctrl-C / SIGINT / SIGTERM")
+            self._record_from_disk(trial, out)
+            raise
+        except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
+            raise
+        except Exception as err:
+            self._mark(trial, "error", f"{type(err).__name__}: {err}")
+            raise
+        self._record(trial, result, out)
+        final = result["final"]
+        wall = time.perf_counter() - started
+        trial.set_user_attr("wall_seconds", wall)
+        self.echo(f"trial {number} complete in {wall:.0f} s: ID {final['id']:.3f}  OOD {final['ood']:.3f}"
+                  + (f"  (reused {', '.join(self._reused(result))})" if self._reused(result) else ""))
+        return self.values(final)
+
+    def values(self, final: dict):
+        obj = self.plan.study.objective
+        if obj.kind == "multi":
+            return final["id"], final["ood"]
+        return (1.0 - obj.ood_weight) * final["id"] + obj.ood_weight * final["ood"]
+
+    @staticmethod
+    def _reused(result: dict) -> list[str]:
+        return [s for s, st in result["ledger"]["stages"].items() if st.get("reused")]
+
+    @staticmethod
+    def _mark(trial, reason: str, message: str) -> None:
+        try:
+            trial.set_user_attr(FAILURE_ATTR, {"reason": reason, "message": message[-2000:]})
+        except Exception:  # noqa: BLE001 - the record is best effort while failing
+            pass
+
+    def _record_from_disk(self, trial, out: Path | None) -> None:
+        """An interrupted trial re-raises without its result: read what it wrote (best effort)."""
+        import json
+
+        try:
+            if out is not None and (out / "result.json").exists():
+                self._record(trial, json.loads((out / "result.json").read_text()), out)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _record(self, trial, result: dict | None, out: Path | None) -> None:
+        """The trial record as user attrs: allocation, ledger, final, OOD peak, curves path, reuse."""
+        if not result or out is None:
+            return
+        ledger = result["ledger"]
+        attrs = {"allocation": result["allocation"], "ledger": ledger, "final": result.get("final"),
+                 "ood_peak": result.get("ood_peak"), "curves": str(out / result.get("curves", "curves.parquet")),
+                 "compute_saved": compute_saved(ledger), "timings": result.get("timings")}
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+
+    def _reporter(self, trial, config):
+        """Weighted objective: report the running score at each tenth of the budget, so pruners can act."""
+        obj = self.plan.study.objective
+        if obj.kind != "weighted":
+            return None
+        import optuna
+
+        total = config.budget.total
+        done: set[int] = set()
+
+        def on_point(point) -> None:
+            if point.stage == "start":
+                return
+            value = (1.0 - obj.ood_weight) * point.id + obj.ood_weight * point.ood
+            reached = min(REPORT_STEPS, int(point.compute / total * REPORT_STEPS + 1e-9))
+            for step in range(1, reached + 1):
+                if step not in done:
+                    done.add(step)
+                    trial.report(value, step)
+            if done and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at {max(done) / REPORT_STEPS:.0%} of the budget "
+                                         f"(score {value:.3f})")
+
+        return on_point

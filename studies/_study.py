@@ -1,0 +1,138 @@
+"""Opening a plan's Optuna study: sampler and pruner registries, create-or-resume, identity check."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from ._config import StudyError
+from ._storage import mask
+
+if TYPE_CHECKING:
+    import optuna
+
+    from ._config import StudyPlan
+
+REPORT_STEPS = 10  # weighted objective: intermediate values at each tenth of the budget
+IDENTITY_ATTR, FINGERPRINT_ATTR, SOURCE_ATTR = "ptplan_identity", "ptplan_fingerprint", "ptplan_source"
+
+
+def _tpe(plan: "StudyPlan", seed: int | None):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+
+
+def _gp(plan, seed):
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _nsga2(plan, seed):
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, plan.target() // 2)))
+
+
+def _random(plan, seed):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _grid(plan, seed):
+    import optuna
+
+    return optuna.samplers.GridSampler(plan.space.grid_space(), seed=seed)
+
+
+# name -> factory(plan, seed); one registry, the plan validator reads its keys.
+SAMPLERS: dict[str, Callable] = {"tpe": _tpe, "gp": _gp, "nsga2": _nsga2, "random": _random, "grid": _grid}
+
+
+def _median():
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+
+
+def _hyperband():
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=REPORT_STEPS)
+
+
+def _halving():
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+
+
+def _nop():
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+PRUNERS: dict[str, Callable] = {"median": _median, "hyperband": _hyperband, "successive_halving": _halving,
+                                "none": _nop}
+
+
+def sampler_seed(plan: "StudyPlan", index: int | None) -> int | None:
+    """Grid workers share one seed (the cell order); other workers get distinct seeds."""
+    base = plan.study.seed if plan.study.seed is not None else plan.trial.seed
+    if plan.grid:
+        return base
+    return None if index is None else base + 1009 * index
+
+
+def open_study(plan: "StudyPlan", storage, url: str, *, index: int | None = 0, create: bool = True,
+               check: bool = True, admin: bool = False) -> "optuna.Study":
+    """Load the plan's study (or create it); refuse one created from a different plan.
+
+    `admin` gives a handle with a random sampler, for bookkeeping outside `optimize`.
+    """
+    import optuna
+
+    from ._storage import quiet_optuna
+
+    quiet_optuna()
+    if admin:
+        sampler, pruner = optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
+    else:
+        sampler = SAMPLERS[plan.study.sampler](plan, sampler_seed(plan, index))
+        pruner = PRUNERS[plan.study.objective.pruner]() if plan.study.objective.kind == "weighted" else _nop()
+    try:
+        study = optuna.load_study(study_name=plan.name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        if not create:
+            raise StudyError(f"no study named {plan.name!r} in {mask(url)}; start it with `ptplan run`") from None
+        study = optuna.create_study(storage=storage, study_name=plan.name, directions=plan.directions,
+                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+    if check:
+        check_identity(study, plan, url)
+    return study
+
+
+def check_identity(study: "optuna.Study", plan: "StudyPlan", url: str) -> None:
+    """First use: record the plan's identity in the study. Later: refuse a different plan, showing how."""
+    from stages import describe_diff
+
+    attrs = study.user_attrs
+    identity, fingerprint = plan.identity(), plan.fingerprint()
+    if IDENTITY_ATTR not in attrs:
+        if study.get_trials(deepcopy=False):
+            raise StudyError(f"study {plan.name!r} in {mask(url)} has trials but was not created by ptplan; "
+                             "set `study.name` to start a new study")
+        study.set_user_attr(IDENTITY_ATTR, identity)
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        study.set_user_attr(SOURCE_ATTR, plan.source)
+        return
+    if attrs.get(FINGERPRINT_ATTR) == fingerprint:
+        return
+    diff = describe_diff(attrs[IDENTITY_ATTR], identity) or ["(same fields, different ptplan identity version)"]
+    raise StudyError(
+        f"study {plan.name!r} in {mask(url)} was created from a different plan (search space, objective, budget "
+        f"or fixed trial settings); its trials would not be comparable, so ptplan refuses to mix them:\n  "
+        + "\n  ".join(diff)
+        + "\nrun the original plan to continue it, or set `study.name` / `study.dir` to start a new study")

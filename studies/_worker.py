@@ -1,0 +1,398 @@
+"""Workers: the loop that runs trials until the study has N COMPLETE, dead-worker recovery, and
+`run`, which starts K local worker processes.
+
+Grid studies enqueue every cell once, when the study is created; workers only pop queued cells,
+so no cell is run twice. A trial whose worker died is failed and its allocation re-enqueued
+(Optuna's `RetryHeartbeatStaleTrialCallback`, bounded by `study.retries`): on RDB storages by
+Optuna's heartbeat, on the journal by ptplan's lease. An interrupted trial is retried by the next
+`ptplan run`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from ._config import StudyError
+from ._objective import FAILURE_ATTR, HOST, LEASE_ATTR, TrialObjective
+from ._storage import StorageSpec, default_storage, mask, open_storage
+from ._study import open_study
+
+if TYPE_CHECKING:
+    from ._config import StudyPlan
+
+RETRYABLE = ("interrupted", "lost")
+SOFT_FAILURES = RETRYABLE + ("pruned",)
+GRID_READY_ATTR = "ptplan_grid_cells"
+POLL_S = 1.0
+
+
+def failure_reason(trial) -> str | None:
+    """Why a trial did not complete; `lost` is a FAIL with no ptplan record (its worker died)."""
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.PRUNED:
+        return "pruned"
+    if trial.state != TrialState.FAIL:
+        return None
+    failure = trial.user_attrs.get(FAILURE_ATTR)
+    return failure.get("reason", "error") if isinstance(failure, dict) else "lost"
+
+
+def retry_history(trial) -> list[int]:
+    return list(trial.system_attrs.get("retry_history", []))
+
+
+def _retried(trials) -> set[int]:
+    out: set[int] = set()
+    for t in trials:
+        out.update(retry_history(t))
+    return out
+
+
+def _retry(admin, trial, retries: int) -> bool:
+    """Re-enqueue a failed trial's allocation (bounded); True if a retry was queued."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    if len(retry_history(trial)) >= retries:
+        return False
+    RetryHeartbeatStaleTrialCallback(max_retry=retries)(admin, trial)
+    return True
+
+
+def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def reap_lost(admin, trials, grace: float, retries: int, echo: Callable[[str], None]) -> int:
+    """Journal storage: fail RUNNING trials whose lease went stale and retry their allocation.
+
+    Failing is the claim: of several workers that see the same stale trial, only the one whose
+    FAIL lands first re-enqueues it (the others get UpdateFinishedTrialError / ValueError).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    now, reaped = time.time(), 0
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
+        lease = t.user_attrs.get(LEASE_ATTR)
+        own = isinstance(lease, dict) and lease.get("trial") == t.number
+        last = lease["time"] if own else (t.datetime_start.timestamp() if t.datetime_start else now)
+        dead = own and lease.get("host") == HOST and lease.get("pid") != os.getpid() and not _pid_alive(lease.get("pid"))
+        if not (dead or now - last > grace):
+            continue
+        try:
+            admin.tell(t.number, state=TrialState.FAIL)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # finished meanwhile, or another worker claimed it
+        queued = _retry(admin, t, retries)
+        why = "its process is gone" if dead else f"no lease renewal for {now - last:.0f} s"
+        echo(f"trial {t.number} lost ({why}); " + ("its allocation is queued again" if queued else
+                                                   f"not retried: {retries} retries used"))
+        reaped += 1
+    return reaped
+
+
+def recover(admin, retries: int, echo: Callable[[str], None]) -> int:
+    """Queue again the allocations of interrupted or lost trials that no trial has retried yet."""
+    trials = admin.get_trials(deepcopy=False)
+    done = _retried(trials)
+    n = 0
+    for t in trials:
+        if failure_reason(t) in RETRYABLE and t.number not in done and _retry(admin, t, retries):
+            echo(f"trial {t.number} was {failure_reason(t)}; its allocation is queued again")
+            n += 1
+    return n
+
+
+def _cell_key(params: dict) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def ensure_grid_cells(study, plan: "StudyPlan") -> int:
+    """Enqueue every grid cell that no trial holds yet; mark the grid as fully queued."""
+    trials = study.get_trials(deepcopy=False)
+    have = {_cell_key(t.system_attrs.get("fixed_params", t.params)) for t in trials}
+    cells = [c for c in plan.space.cells() if _cell_key(c) not in have]
+    for cell in cells:
+        study.enqueue_trial(cell)
+    if study.user_attrs.get(GRID_READY_ATTR) != plan.space.n_cells():
+        study.set_user_attr(GRID_READY_ATTR, plan.space.n_cells())
+    return len(cells)
+
+
+@dataclass
+class Session:
+    """An opened study for one process: the plan, its storage URL and Optuna handles."""
+
+    plan: "StudyPlan"
+    url: str
+    storage: object
+    study: object
+    admin: object
+    created: bool = False
+    queued: int = 0
+
+    @property
+    def kind(self) -> str:
+        return StorageSpec(self.url).kind
+
+
+def open_session(plan: "StudyPlan", jobs: int = 1, index: int | None = 0, create: bool = True,
+                 must_exist: bool = False, check: bool = True) -> Session:
+    """Resolve the storage URL, open it and the plan's study (checking its identity)."""
+    url = plan.study.storage or default_storage(plan.run_dir, jobs, must_exist=must_exist)
+    path = StorageSpec(url).path
+    if not create and path is not None and not path.exists():  # never create an empty storage to read it
+        raise StudyError(f"no study storage at {path}; start the study with `ptplan run`")
+    hb = plan.study.heartbeat
+    storage = open_storage(url, hb.interval, hb.grace, plan.study.retries)
+    import optuna
+
+    try:
+        optuna.load_study(study_name=plan.name, storage=storage, sampler=optuna.samplers.RandomSampler())
+        existed = True
+    except KeyError:
+        existed = False
+    created = False
+    if not existed and create:
+        try:
+            optuna.create_study(storage=storage, study_name=plan.name, directions=plan.directions,
+                                sampler=optuna.samplers.RandomSampler())
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            pass
+    admin = open_study(plan, storage, url, create=False, check=check, admin=True)
+    queued = ensure_grid_cells(admin, plan) if created and plan.grid else 0
+    study = open_study(plan, storage, url, index=index, create=False, check=False)
+    return Session(plan, url, storage, study, admin, created, queued)
+
+
+@dataclass
+class WorkResult:
+    ran: int = 0
+    stopped: str = ""
+    counts: dict = field(default_factory=dict)
+    reached: bool = False  # the target count was reached (or the grid is done)
+
+
+def _counts(trials) -> Counter:
+    return Counter(t.state.name for t in trials)
+
+
+def work(session: Session, target: int, echo: Callable[[str], None] = print, objective=None,
+         poll: float = POLL_S) -> WorkResult:
+    """Run trials until the study has `target` COMPLETE (or its grid is done, or too many fail)."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from stages import TrialFailed
+
+    plan, admin = session.plan, session.admin
+    journal = session.kind == "journal"
+    # Optuna logs every failed trial with its traceback; the objective prints one line instead.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    hb = plan.study.heartbeat
+    objective = objective or TrialObjective(plan, hb.interval if journal else None, echo)
+    # A pruned trial ran as far as it deserved: it counts toward the target like a complete one.
+    done_states = (TrialState.COMPLETE, TrialState.PRUNED) if plan.study.objective.kind == "weighted" \
+        else (TrialState.COMPLETE,)
+    callbacks = [MaxTrialsCallback(target, states=done_states)]
+    max_failures = plan.max_failures(target)
+    out = WorkResult()
+    grid_wait_until = time.time() + 60
+    while True:
+        trials = admin.get_trials(deepcopy=False)
+        if journal and reap_lost(admin, trials, hb.grace, plan.study.retries, echo):
+            continue
+        counts = _counts(trials)
+        out.counts = dict(counts)
+        finished = sum(counts[s.name] for s in done_states)
+        if finished >= target:
+            out.stopped = f"{counts['COMPLETE']} trials complete" + (
+                f", {counts['PRUNED']} pruned" if counts["PRUNED"] else "") + f" (target {target})"
+            out.reached = True
+            return out
+        hard = sum(1 for t in trials if failure_reason(t) not in (None, *SOFT_FAILURES))
+        if hard >= max_failures:
+            out.stopped = f"stopped: {hard} trials failed (limit `study.max_failures` = {max_failures})"
+            return out
+        idle = counts["WAITING"] == 0 and (plan.grid or finished + counts["RUNNING"] >= target)
+        if idle:
+            grid_ready = not plan.grid or admin.user_attrs.get(GRID_READY_ATTR) is not None
+            if counts["RUNNING"] == 0 and grid_ready:
+                out.stopped = (f"grid done: {counts['COMPLETE']} of {plan.space.n_cells()} cells complete"
+                               if plan.grid else "nothing left to run")
+                out.reached = plan.grid
+                return out
+            if not grid_ready and time.time() > grid_wait_until:
+                raise StudyError("the grid study was created but its cells were never queued; run `ptplan run` "
+                                 "once to queue them")
+            if not journal:
+                optuna.storages.fail_stale_trials(admin)
+            time.sleep(poll)
+            continue
+        try:
+            session.study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks,
+                                   gc_after_trial=True)
+            out.ran += 1
+        except optuna.exceptions.UpdateFinishedTrialError as err:
+            echo(f"a trial of this worker was declared lost by another worker while running ({err}); going on")
+        except ValueError as err:
+            if "Cannot tell" not in str(err):
+                raise
+            echo(f"a trial of this worker was declared lost by another worker while running ({err}); going on")
+
+
+# -- processes ---------------------------------------------------------------------------------
+_QUIET_ENV = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+              "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def quiet_libraries() -> None:
+    """Keep worker output to one line per trial event (trial.log keeps the details)."""
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+class interrupt_once:
+    """SIGINT/SIGTERM raise KeyboardInterrupt once; later signals are ignored so the bookkeeping
+    of the interrupted trial (its record, its FAIL state) is not itself interrupted."""
+
+    def __enter__(self):
+        # A SIGINT ignored from the start (a background job of a script) stays ignored.
+        self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)
+                     if signal.getsignal(s) is not signal.SIG_IGN}
+        for s in self._old:
+            signal.signal(s, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        for s in self._old:
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def write_resolved_plan(plan: "StudyPlan", url: str) -> Path:
+    import yaml
+
+    path = plan.run_dir / "plan.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# resolved plan of this study (written by `ptplan run`; workers read it)\n"
+                    + yaml.safe_dump(plan.resolved(url), sort_keys=False))
+    return path
+
+
+def supervise(argvs: list[list[str]], echo: Callable[[str], None], jobs: int) -> list[int]:
+    """Start worker processes and wait for all; Ctrl-C is passed on so each marks its trial."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    procs = [subprocess.Popen(argv, env=env) for argv in argvs]
+    echo(f"started {len(procs)} workers (pids {', '.join(str(p.pid) for p in procs)})")
+    try:
+        with interrupt_once():
+            while any(p.poll() is None for p in procs):
+                time.sleep(0.3)  # polling also reaps a killed worker at once, so others see it dead
+    except KeyboardInterrupt:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.time() + 120
+        for p in procs:
+            try:
+                p.wait(timeout=max(1.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+    return [p.returncode for p in procs]
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def run_study(plan: "StudyPlan", trials: int | None, jobs: int, echo: Callable[[str], None],
+              worker_argv: Callable[[Path, int, int], list[str]]) -> tuple[Session, WorkResult, list[int]]:
+    """`ptplan run`: create or resume, recover interrupted trials, run K workers to N COMPLETE."""
+    if jobs < 1:
+        raise StudyError(f"--jobs must be >= 1, got {jobs}")
+    target = plan.target(trials)
+    session = open_session(plan, jobs=jobs, index=0)
+    spec = StorageSpec(session.url)
+    if jobs > 1 and spec.kind == "sqlite":
+        echo("warning: SQLite serves one worker at a time; with several workers use a journal:// or "
+             "postgresql:// storage")
+    echo(f"study {plan.name!r} in {mask(session.url)} ({'created' if session.created else 'resumed'}); "
+         f"run folder {plan.run_dir}")
+    if plan.grid and not session.created:
+        deadline = time.time() + 10  # another process may be queueing the cells right now
+        while session.admin.user_attrs.get(GRID_READY_ATTR) is None and time.time() < deadline:
+            time.sleep(0.5)
+        session.queued += ensure_grid_cells(session.admin, plan)  # cells a crashed creator never queued
+    if plan.grid:
+        echo(f"grid of {plan.space.n_cells()} cells" + (f", {session.queued} queued" if session.queued else ""))
+    recover(session.admin, plan.study.retries, echo)
+    plan_file = write_resolved_plan(plan, session.url)
+    codes: list[int] = []
+    if jobs == 1:
+        quiet_libraries()
+        with interrupt_once():
+            result = work(session, target, echo)
+    else:
+        codes = supervise([worker_argv(plan_file, target, i) for i in range(jobs)], echo, jobs)
+        for i, code in enumerate(codes):
+            if code != 0:
+                echo(f"worker {i} ended with {describe_exit(code)}")
+        trials = session.admin.get_trials(deepcopy=False)
+        result = WorkResult(counts=dict(_counts(trials)))
+        done = result.counts.get("COMPLETE", 0)
+        result.reached = done >= target or (plan.grid and not any(t.state.name in ("WAITING", "RUNNING")
+                                                                  for t in trials))
+        result.stopped = f"{done} trials complete (target {target})"
+    return session, result, codes
+
+
+def run_worker(plan: "StudyPlan", trials: int | None, index: int | None, echo: Callable[[str], None]):
+    """`ptplan worker`: join the plan's study (from any machine that reaches its storage)."""
+    session = open_session(plan, jobs=1, index=index, must_exist=plan.study.storage is None)
+    quiet_libraries()
+    with interrupt_once():
+        return session, work(session, plan.target(trials), echo)
+
+
+def worker_argv(plan_file: Path, target: int, index: int) -> list[str]:
+    return [sys.executable, "-m", "planner._cli", "worker", str(plan_file), "--trials", str(target),
+            "--index", str(index)]
