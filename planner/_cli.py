@@ -117,6 +117,20 @@ def init(
     raise typer.Exit(init_command(preset, out, list_, force, console, err_console))
 
 
+surrogate_app = typer.Typer(no_args_is_help=True, help="Surrogate models fitted on a trial table.")
+app.add_typer(surrogate_app, name="surrogate")
+
+
+@surrogate_app.command("eval")
+def surrogate_eval(
+    table: Annotated[str, typer.Argument(help="trial table (Parquet/CSV from `ptplan export`) with a `curves` column")],
+) -> None:
+    """Leave-one-trial-out accuracy of the curve and outcome models against the baselines."""
+    from ._surrogate_cmd import surrogate_eval as run_eval
+
+    raise typer.Exit(run_eval(table, console))
+
+
 def main() -> None:
     try:
         app()

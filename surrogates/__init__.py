@@ -1,0 +1,35 @@
+"""Surrogates: scikit-learn-style models fitted on a study's trial table (polars; no torch).
+
+- `OODPeakModel`: from a partial SFT curve, where the OOD score will peak, how high, and whether
+  the peak has already passed, with intervals. Baselines with the same interface: `BestSoFar`,
+  `LossPatience`, `PowerLaw`.
+- `OutcomeModel`: allocation (+ budget, backbone size) -> final ID, final OOD and OOD peak fraction
+  of SFT, with intervals and an extrapolation flag. Baseline: `NearestTrials`.
+- `evaluate`: leave-one-trial-out accuracy of both against their baselines.
+"""
+
+from ._baselines import BASELINES, BestSoFar, LossPatience, NearestTrials, PowerLaw
+from ._curve import OODPeakModel, PeakPrediction, as_curve, peak_of, sft_curve, truncate
+from ._eval import evaluate, evaluate_curve_models, evaluate_outcome_models, load_curves
+from ._outcome import TARGETS, OutcomeModel, feature_columns
+
+__all__ = [
+    "BASELINES",
+    "TARGETS",
+    "BestSoFar",
+    "LossPatience",
+    "NearestTrials",
+    "OODPeakModel",
+    "OutcomeModel",
+    "PeakPrediction",
+    "PowerLaw",
+    "as_curve",
+    "evaluate",
+    "evaluate_curve_models",
+    "evaluate_outcome_models",
+    "feature_columns",
+    "load_curves",
+    "peak_of",
+    "sft_curve",
+    "truncate",
+]

@@ -1,0 +1,108 @@
+"""`ptplan surrogate eval TABLE`: leave-one-trial-out accuracy of the surrogates against their baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+EXIT_BAD_INPUT = 2
+
+
+def _read_table(path: Path):
+    import polars as pl
+
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pl.read_parquet(path)
+    if suffix == ".csv":
+        return pl.read_csv(path, infer_schema_length=None)
+    raise ValueError(f"{path}: expected a trial table as .parquet or .csv (`ptplan export`), "
+                     f"got {suffix or 'no suffix'}")
+
+
+def _num(v, digits: int = 3) -> str:
+    return "-" if v is None or v != v else f"{v:.{digits}f}"
+
+
+def _check(ok: bool) -> str:
+    return "[green]ok[/]" if ok else "[red]miss[/]"
+
+
+def _curve_table(summary, counts: dict) -> Table:
+    from surrogates._eval import TARGET_COVERAGE, TARGET_GAIN, TARGET_MAE
+
+    lo, hi = TARGET_COVERAGE
+    table = Table(title=f"OOD peak from a partial SFT curve: leave one trial out ({counts['evaluated']} curves)",
+                  caption=f"MAE and intervals in fractions of the SFT slice. Targets for the curve model: MAE <= "
+                          f"{TARGET_MAE:.2f}, >= {TARGET_GAIN:.0%} below the best baseline, peak-location coverage "
+                          f"{lo:.2f}-{hi:.2f}.")
+    for col in ("model", "observed", "curves", "MAE", "median AE", "coverage", "value MAE", "value cov.",
+                "behind Brier", "vs best baseline", "targets"):
+        table.add_column(col, justify="left" if col in ("model", "targets") else "right")
+    for r in summary.iter_rows(named=True):
+        if not r.get("curves"):
+            table.add_row(r["model"], _num(r["observed"], 1), "0", *["-"] * 8)
+            continue
+        gain = r.get("gain_vs_best_baseline")
+        targets = ""
+        if r["model"] == "curve-model":
+            targets = (f"MAE {_check(r['mae'] <= TARGET_MAE)} gain {_check(gain is not None and gain >= TARGET_GAIN)} "
+                       f"cov {_check(lo <= r['coverage'] <= hi)}")
+        style = "bold" if r["model"] == "curve-model" else None
+        table.add_row(r["model"], _num(r["observed"], 1), str(r["curves"]), _num(r["mae"]), _num(r["median_ae"]),
+                      _num(r["coverage"], 2), _num(r["value_mae"]), _num(r["value_coverage"], 2),
+                      _num(r["behind_brier"]), "" if gain is None else f"{gain:+.0%}", targets, style=style)
+    return table
+
+
+def _outcome_table(summary) -> Table:
+    from surrogates._eval import TARGET_SPEARMAN
+
+    table = Table(title="Outcome from the allocation: held-out trials",
+                  caption=f"Target for the outcome model: Spearman >= {TARGET_SPEARMAN:.1f} for final OOD and ID.")
+    for col in ("model", "target", "trials", "Spearman", "MAE", "coverage", "target met"):
+        table.add_column(col, justify="left" if col in ("model", "target", "target met") else "right")
+    for r in summary.iter_rows(named=True):
+        if "target" not in r or r.get("target") is None:
+            table.add_row(r["model"], "-", str(r.get("trials", 0)), "-", "-", "-", "too few trials")
+            continue
+        met = ""
+        if r["model"] == "outcome-model" and r["target"] in ("id", "ood"):
+            met = _check(r["spearman"] == r["spearman"] and r["spearman"] >= TARGET_SPEARMAN)
+        table.add_row(r["model"], r["target"], str(r["trials"]), _num(r["spearman"], 2), _num(r["mae"]),
+                      _num(r["coverage"], 2), met, style="bold" if r["model"] == "outcome-model" else None)
+    return table
+
+
+def surrogate_eval(source: str, console: Console) -> int:
+    """Evaluate both surrogates on a trial table file (Parquet or CSV with a `curves` column) and print them."""
+    from surrogates import evaluate
+
+    path = Path(source)
+    try:
+        if not path.is_file():
+            raise ValueError(f"{source}: no such trial table file (export one with `ptplan export PLAN`)")
+        table = _read_table(path)
+        missing = [c for c in ("id", "ood") if c not in table.columns]
+        if missing:
+            raise ValueError(f"{source}: not a trial table, missing column(s) {', '.join(missing)}")
+    except Exception as err:  # unreadable file, wrong format: a bad input, not a crash
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
+        return EXIT_BAD_INPUT
+    with console.status("evaluating surrogates (leave one trial out)...") as status:
+        def progress(phase: str, done: int, total: int) -> None:
+            status.update(f"evaluating {phase}: {done}/{total} held out")
+
+        result = evaluate(table, base_dir=path.parent, progress=progress)
+    console.print(_curve_table(result["curve"], result["counts"]))
+    console.print(_outcome_table(result["outcome"]))
+    counts = result["counts"]
+    console.print(f"SFT curves: {counts['curves']} read, {counts['evaluated']} scored, {counts['censored']} still "
+                  f"rising at the end (censored), {counts['flat']} flat, {counts['short']} too short, "
+                  f"{counts['duplicate']} shared with another trial", highlight=False)
+    for note in result["notes"]:
+        console.print(f"note: {escape(note)}", highlight=False)
+    return 0

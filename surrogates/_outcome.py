@@ -1,0 +1,304 @@
+"""Outcome model: allocation (+ budget, backbone size) -> final ID, final OOD, OOD peak fraction of SFT.
+
+Fitted on the study's trial table (polars, one row per trial, studies/_table.py). One Gaussian
+process per target on encoded allocation features: a Matern kernel with one length scale per
+feature for the shape of the response, plus a linear kernel so that predictions for budgets never
+run follow the trend in log budget instead of falling back to the mean, plus noise. Interval widths
+are calibrated on held-out residuals: two-fold cross-fitting with the hyperparameters refitted per
+fold below 300 trials, closed-form leave-one-out above.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
+
+TARGETS = ("id", "ood", "ood_peak_fraction")
+BASE_FEATURES = ("share_cpt", "share_sft", "share_rl", "rank_cpt", "rank_sft", "rank_rl", "budget_total",
+                 "parameters", "budget_unit")
+LOG_COLUMNS = ("budget_total", "parameters")
+FULL_RANK_CODE = 12.0  # rank 0 = full fine-tuning, encoded as log2 rank 4096: more capacity than any adapter
+NOT_FITTED = ("This {name} is not fitted yet: call fit(table) first with the study's trial table "
+              "(COMPLETE rows with final `id`, `ood` and allocation columns).")
+
+
+def _is_duplicate_param(name: str) -> bool:
+    """Searched plan paths that the table already holds as share_* / rank_* columns."""
+    return name.startswith("param.allocation.shares.") or name.endswith(".rank")
+
+
+def feature_columns(table) -> list[str]:
+    """The allocation columns of a trial table that the outcome model uses, in a stable order."""
+    cols = [c for c in BASE_FEATURES if c in table.columns]
+    cols += sorted(c for c in table.columns if c.startswith("param.") and not _is_duplicate_param(c))
+    return cols
+
+
+def _as_frame(table: Any):
+    import polars as pl
+
+    if isinstance(table, pl.DataFrame):
+        return table
+    if isinstance(table, (list, dict)):
+        return pl.DataFrame(table, strict=False)
+    if hasattr(table, "to_dict") and hasattr(table, "columns"):  # pandas
+        return pl.from_pandas(table)
+    raise TypeError(f"expected a polars DataFrame (the trial table), got {type(table).__name__}")
+
+
+class _Encoder:
+    """Column -> numeric features: rank as log2 (full fine-tuning highest), budget and size as log10,
+    searched numbers spanning a decade or more as log10, strings and booleans one-hot."""
+
+    def __init__(self, frame, columns: list[str]):
+        self.columns, self.kinds, self.categories = columns, {}, {}
+        for col in columns:
+            raw = [v for v in frame[col].to_list() if v is not None]
+            if col == "budget_unit" or any(isinstance(v, (str, bool)) for v in raw):
+                self.kinds[col] = "cat"
+                self.categories[col] = sorted({str(v) for v in raw})
+            elif col.startswith("rank_"):
+                self.kinds[col] = "rank"
+            else:
+                vals = np.array([float(v) for v in raw if v == v], dtype=float)
+                logish = col in LOG_COLUMNS or (len(vals) and vals.min() > 0 and vals.max() / vals.min() >= 10)
+                self.kinds[col] = "log" if logish else "num"
+        self.names = [f"{c}={k}" for c in columns if self.kinds[c] == "cat" for k in self.categories[c]]
+        self.names = [c for c in columns if self.kinds[c] != "cat"] + self.names
+
+    def transform(self, frame) -> tuple[np.ndarray, list[list[str]]]:
+        """Encoded matrix (NaN where missing) and, per row, the columns whose value was never seen."""
+        n = frame.height
+        num, cat, unseen = [], [], [[] for _ in range(n)]
+        for col in self.columns:
+            kind = self.kinds[col]
+            if col not in frame.columns:
+                raise ValueError(f"missing column {col!r}: the model was fitted with it ({', '.join(self.columns)})")
+            vals = frame[col].to_list()
+            if kind == "cat":
+                for k in self.categories[col]:
+                    cat.append([float(v is not None and str(v) == k) for v in vals])
+                for i, v in enumerate(vals):
+                    if v is not None and str(v) not in self.categories[col]:
+                        unseen[i].append(col)
+                continue
+            x = np.array([np.nan if v is None else float(v) for v in vals], dtype=float)
+            if kind == "rank":
+                x = np.where(x == 0, FULL_RANK_CODE, np.log2(np.where(x > 0, x, np.nan)))
+            elif kind == "log":
+                x = np.log10(np.where(x > 0, x, np.nan))
+            num.append(x)
+        X = np.column_stack(num + [np.asarray(c, dtype=float) for c in cat]) if num or cat else np.empty((n, 0))
+        return X, unseen
+
+
+def _lbfgs(obj_func, theta0, bounds):
+    """L-BFGS-B on the log marginal likelihood with a bounded number of iterations (fit time)."""
+    from scipy.optimize import minimize
+
+    res = minimize(obj_func, theta0, method="L-BFGS-B", jac=True, bounds=bounds, options={"maxiter": 60})
+    return res.x, res.fun
+
+
+def _kernel(d: int):
+    from sklearn.gaussian_process.kernels import ConstantKernel, DotProduct, Matern, WhiteKernel
+
+    return (ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.ones(d), (0.3, 1e2), nu=2.5)
+            + ConstantKernel(0.05, (1e-4, 1e1)) * DotProduct(1.0, sigma_0_bounds="fixed")
+            + WhiteKernel(0.1, (1e-2, 2.0)))
+
+
+def _gp(X: np.ndarray, z: np.ndarray, max_opt_samples: int, rng, start=None):
+    """A GP on (X, z): hyperparameters by marginal likelihood on at most `max_opt_samples` rows,
+    starting from the kernel `start` when given."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pick = rng.choice(len(z), min(len(z), max_opt_samples), replace=False)
+        kernel = start if start is not None else _kernel(X.shape[1])
+        kernel = GaussianProcessRegressor(kernel, optimizer=_lbfgs).fit(X[pick], z[pick]).kernel_
+        return GaussianProcessRegressor(kernel, optimizer=None).fit(X, z)
+
+
+class _Process:
+    """One target: a GP on standardized features, or the training mean when too few rows."""
+
+    LOO_TRIALS = 300  # from here on hyperparameters are well determined and leave-one-out is honest
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, level: float, max_opt_samples: int, rng):
+        self.n = len(y)
+        self.mean_y = float(np.mean(y)) if len(y) else 0.5
+        self.std_y = float(np.std(y)) if len(y) > 1 and np.std(y) > 1e-9 else 1.0
+        self.scale, self.gp = 1.0, None
+        if len(y) < 3:
+            return
+        X = X if X.shape[1] else np.zeros((len(y), 1))
+        z = (y - self.mean_y) / self.std_y
+        self.gp = _gp(X, z, max_opt_samples, rng)
+        self.scale = self._calibrate(X, z, level, max_opt_samples, rng)
+
+    def _calibrate(self, X, z, level: float, max_opt_samples: int, rng) -> float:
+        """Interval scale: the needed over the nominal half-width on held-out standardized residuals.
+
+        Few trials: two-fold cross-fitting, hyperparameters refitted per fold (leave-one-out with
+        hyperparameters tuned on all trials is over-confident there). Many: closed-form LOO.
+        """
+        from scipy.linalg import lapack
+        from scipy.stats import norm
+
+        n = len(z)
+        if n < 10:
+            return 1.5
+        if n >= self.LOO_TRIALS:
+            inv, info = lapack.dpotri(self.gp.L_, lower=1)  # K^-1 from its Cholesky factor
+            if info != 0:
+                return 1.0
+            d = np.diag(inv)
+            zs = np.abs(self.gp.alpha_.ravel() / d) * np.sqrt(d)  # |LOO residual| / LOO sd
+        else:
+            order = rng.permutation(n)
+            halves = (order[: n // 2], order[n // 2:])
+            zs = []
+            for train, test in (halves, halves[::-1]):
+                gp = _gp(X[train], z[train], max_opt_samples, rng, start=self.gp.kernel_)
+                m, s = gp.predict(X[test], return_std=True)
+                zs.append(np.abs(z[test] - m) / np.maximum(s, 1e-9))
+            zs = np.concatenate(zs)
+        q = min(1.0, math.ceil((n + 1) * level) / n)
+        return float(np.clip(np.quantile(zs, q) / norm.ppf(0.5 + level / 2), 0.5, 4.0))
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.gp is None:
+            spread = 0.5 if self.n < 2 else max(self.std_y, 0.1)
+            return np.full(len(X), self.mean_y), np.full(len(X), spread)
+        m, s = self.gp.predict(X if X.shape[1] else np.zeros((len(X), 1)), return_std=True)
+        return m * self.std_y + self.mean_y, s * self.std_y * self.scale
+
+
+class OutcomeModel(BaseEstimator):
+    """Predicts final ID, final OOD and the OOD peak fraction of SFT from a trial's allocation.
+
+    Features are the trial table's shares, ranks, searched plan fields (`param.*`), budget
+    (log10) and backbone size (`parameters`, log10) when present. Each prediction carries a
+    central `level` interval and an extrapolation flag: a query outside the range of the
+    training trials in any feature (or with a category never seen), e.g. a budget never run.
+
+    Args:
+        level: central probability of the intervals.
+        features: table columns to use; None: `feature_columns(table)`.
+        max_opt_samples: trials used to fit the kernel hyperparameters (all trials are used for
+            the posterior); bounds the fitting time on large tables.
+        random_state: seed for the hyperparameter subsample and optimizer.
+    """
+
+    def __init__(self, *, level: float = 0.8, features: list[str] | None = None, max_opt_samples: int = 100,
+                 random_state: int | None = 0):
+        self.level = level
+        self.features = features
+        self.max_opt_samples = max_opt_samples
+        self.random_state = random_state
+
+    def fit(self, table: Any, y: None = None) -> "OutcomeModel":
+        """Fit on the COMPLETE rows of a trial table (polars DataFrame)."""
+        import polars as pl
+
+        if not 0.0 < self.level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {self.level!r}")
+        if int(self.max_opt_samples) < 3:
+            raise ValueError(f"max_opt_samples must be >= 3, got {self.max_opt_samples!r}")
+        frame = _as_frame(table)
+        if "state" in frame.columns:
+            frame = frame.filter(pl.col("state") == "COMPLETE")
+        missing = [t for t in ("id", "ood") if t not in frame.columns]
+        if missing:
+            raise ValueError(f"the trial table has no {', '.join(missing)} column (final scores)")
+        cols = list(self.features) if self.features is not None else feature_columns(frame)
+        absent = [c for c in cols if c not in frame.columns]
+        if absent:
+            raise ValueError(f"feature columns not in the table: {', '.join(absent)}")
+        if not frame.height:
+            raise ValueError("no COMPLETE trials to fit on")
+        with threadpool_limits(1, user_api="blas"):  # small matrices: extra BLAS threads only contend
+            return self._fit(frame, cols)
+
+    def _fit(self, frame, cols: list[str]) -> "OutcomeModel":
+        rng = check_random_state(self.random_state)
+        self.encoder_ = _Encoder(frame, cols)
+        X, _ = self.encoder_.transform(frame)
+        self.feature_names_ = self.encoder_.names
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.fill_ = np.nan_to_num(np.nanmedian(X, 0)) if X.size else np.zeros(X.shape[1])
+        X = np.where(np.isnan(X), self.fill_, X)
+        self.low_, self.high_ = (X.min(0), X.max(0)) if len(X) else (np.zeros(0), np.zeros(0))
+        center, scale = X.mean(0), X.std(0)
+        self.active_ = scale > 1e-12  # constant features carry no signal but still bound extrapolation
+        self.center_, self.scale_ = center, np.where(self.active_, scale, 1.0)
+        Z = ((X - self.center_) / self.scale_)[:, self.active_]
+        self.processes_ = {}
+        self.n_trials_ = {}
+        for t in TARGETS:
+            yv = (np.array([np.nan if v is None else float(v) for v in frame[t].to_list()])
+                  if t in frame.columns else np.full(frame.height, np.nan))
+            ok = np.isfinite(yv)
+            self.n_trials_[t] = int(ok.sum())
+            self.processes_[t] = _Process(Z[ok], yv[ok], self.level, int(self.max_opt_samples), rng)
+        return self
+
+    def _design(self, table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        frame = _as_frame(table)
+        X, unseen = self.encoder_.transform(frame)
+        X = np.where(np.isnan(X), self.fill_, X)
+        tol = 1e-9 + 1e-6 * (self.high_ - self.low_)
+        out = (X < self.low_ - tol) | (X > self.high_ + tol)
+        names = []
+        for i in range(len(X)):
+            cols = {self.feature_names_[j].split("=")[0] for j in np.flatnonzero(out[i])} | set(unseen[i])
+            names.append(",".join(sorted(cols)))
+        Z = ((X - self.center_) / self.scale_)[:, self.active_]
+        return Z, np.array([bool(n) for n in names]), names
+
+    def predict(self, table: Any, return_std: bool = False):
+        """Predicted (id, ood, ood_peak_fraction) per row, shape (n, 3); with `return_std`, also the
+        calibrated standard deviations."""
+        check_is_fitted(self, msg=NOT_FITTED.format(name=type(self).__name__))
+        Z, _, _ = self._design(table)
+        means, stds = zip(*(self.processes_[t].predict(Z) for t in TARGETS))
+        mean = np.clip(np.column_stack(means), 0.0, 1.0)
+        return (mean, np.column_stack(stds)) if return_std else mean
+
+    def predict_outcome(self, table: Any):
+        """Predictions with intervals and the extrapolation flag, as a polars DataFrame (one row per query).
+
+        Columns: <target>, <target>_low, <target>_high for id, ood, ood_peak_fraction; extrapolating;
+        outside (the features outside the training range, comma-separated).
+        """
+        import polars as pl
+        from scipy.stats import norm
+
+        check_is_fitted(self, msg=NOT_FITTED.format(name=type(self).__name__))
+        Z, flag, names = self._design(table)
+        z = norm.ppf(0.5 + self.level / 2)
+        cols: dict[str, Any] = {}
+        for t in TARGETS:
+            m, s = self.processes_[t].predict(Z)
+            cols[t] = np.clip(m, 0.0, 1.0)
+            cols[f"{t}_low"] = np.clip(m - z * s, 0.0, 1.0)
+            cols[f"{t}_high"] = np.clip(m + z * s, 0.0, 1.0)
+        cols["extrapolating"] = flag
+        cols["outside"] = names
+        return pl.DataFrame(cols)
+
+    def extrapolating(self, table: Any) -> np.ndarray:
+        """Whether each query lies outside the training trials' range in some feature."""
+        check_is_fitted(self, msg=NOT_FITTED.format(name=type(self).__name__))
+        return self._design(table)[1]
