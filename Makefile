@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_DIR ?= runs/demo
 
 .PHONY: demo test test-all venv clean
 
@@ -16,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The `quick` study: 4 real trials on the built-in transcriptomics suite, then the trial table and
+# Pareto front. Running it again resumes the same study (nothing is retrained).
 demo: $(STAMP)
-	$(BIN)/ptplan trial quick --out $(DEMO_DIR)/trial
+	$(BIN)/ptplan run quick
+	$(BIN)/ptplan status quick
 
 # One torch thread per process: tests start several training processes on 2 cores, and
 # oversubscribed OpenMP threads slowed them 60x here.
