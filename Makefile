@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The `quick` study: 4 real trials on the built-in transcriptomics suite, then the trial table and
-# Pareto front. Running it again resumes the same study (nothing is retrained).
+# The `quick` study: 4 real trials on the built-in transcriptomics suite, then the trial table,
+# a recommendation and the report (runs/quick/report/). Running it again resumes the same study.
 demo: $(STAMP)
 	$(BIN)/ptplan run quick
 	$(BIN)/ptplan status quick
+	$(BIN)/ptplan recommend quick
+	$(BIN)/ptplan report quick
 
 # One torch thread per process: tests start several training processes on 2 cores, and
 # oversubscribed OpenMP threads slowed them 60x here.

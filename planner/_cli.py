@@ -131,6 +131,35 @@ def surrogate_eval(
     raise typer.Exit(run_eval(table, console))
 
 
+@app.command()
+def recommend(
+    plan: PlanArg,
+    budget: Annotated[Optional[float], typer.Option(help="total budget in the plan's unit (default: the study's "
+                                                         "most run budget)")] = None,
+    objective: Annotated[str, typer.Option(help="ood | id | balanced | weight=W (OOD weight in [0, 1])")] = "balanced",
+    json_: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+    set_: SetOpt = [],
+) -> None:
+    """Recommended allocation at a budget: shares, ranks, hand-over, predicted ID/OOD with 80% intervals, evidence."""
+    from ._recommend import recommend_command
+
+    raise typer.Exit(recommend_command(plan, set_, budget, objective, json_, console, err_console))
+
+
+@app.command()
+def report(
+    plan: PlanArg,
+    out: Annotated[Optional[Path], typer.Option(help="report folder (default <run folder>/report)")] = None,
+    budget: Annotated[Optional[float], typer.Option(help="budget of the recommended point")] = None,
+    objective: Annotated[str, typer.Option(help="ood | id | balanced | weight=W")] = "balanced",
+    set_: SetOpt = [],
+) -> None:
+    """Terminal summary and a folder with report.md, report.html (images embedded) and PNG plots."""
+    from ._report import report_command
+
+    raise typer.Exit(report_command(plan, set_, out, budget, objective, console, err_console))
+
+
 def main() -> None:
     try:
         app()

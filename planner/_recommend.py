@@ -1,0 +1,403 @@
+"""`recommend`: the allocation to run at a budget, from a study's trial table and the outcome model.
+
+Candidates are the completed allocations plus nearby share/rank variations of the best of them,
+scored by `surrogates.OutcomeModel` at the asked budget; the best by the objective on the predicted
+mean wins. Fewer than `MIN_MODEL_TRIALS` completed trials: the best completed trial, no model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+STAGES = ("cpt", "sft", "rl")
+MIN_MODEL_TRIALS = 3
+SHARE_STEPS = (-0.1, -0.05, 0.05, 0.1)  # moves of SFT <-> RL and CPT <-> (SFT+RL) around a candidate
+TOP_SEEDS = 10  # completed allocations whose neighbourhoods are searched
+EVIDENCE = 3
+
+
+class RecommendError(ValueError):
+    """A bad argument to `recommend` (objective, budget)."""
+
+
+def objective_weight(objective: str) -> float:
+    """OOD weight of an objective: ood -> 1, id -> 0, balanced -> 0.5, weight=W -> W in [0, 1]."""
+    named = {"ood": 1.0, "id": 0.0, "balanced": 0.5}
+    if objective in named:
+        return named[objective]
+    if objective.startswith("weight="):
+        try:
+            w = float(objective.split("=", 1)[1])
+        except ValueError:
+            w = float("nan")
+        if 0.0 <= w <= 1.0:
+            return w
+    raise RecommendError(f"--objective must be ood, id, balanced or weight=W with W in [0, 1], got {objective!r}")
+
+
+def as_frame(table: Any):
+    """A trial table (polars DataFrame or list of row dicts, studies/_table.py) as a polars DataFrame."""
+    import polars as pl
+
+    if isinstance(table, pl.DataFrame):
+        return table
+    if not table:
+        return pl.DataFrame()
+    return pl.DataFrame(table, infer_schema_length=None, strict=False)
+
+
+def completed(frame):
+    """COMPLETE rows with final ID and OOD (empty when the table lacks those columns)."""
+    import polars as pl
+
+    if not {"state", "id", "ood"} <= set(frame.columns):
+        return frame.clear() if frame.width else frame
+    frame = frame.with_columns(pl.col("id").cast(pl.Float64), pl.col("ood").cast(pl.Float64))
+    return frame.filter((pl.col("state") == "COMPLETE") & pl.col("id").is_not_null() & pl.col("ood").is_not_null()
+                        & pl.col("id").is_not_nan() & pl.col("ood").is_not_nan())
+
+
+@dataclass
+class Recommendation:
+    """What to run at a budget, how sure, and the trials behind it."""
+
+    objective: str
+    ood_weight: float
+    budget: float | None
+    unit: str | None
+    source: str  # "model" | "best completed trial" | "none"
+    n_complete: int
+    shares: dict[str, float | None] = field(default_factory=dict)  # fractions of the budget
+    ranks: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # other searched fields (lrs, RL options)
+    predicted: dict[str, dict[str, float | None]] = field(default_factory=dict)  # id/ood/ood_peak_fraction
+    handover: dict[str, Any] = field(default_factory=dict)
+    evidence: list[dict] = field(default_factory=list)
+    extrapolating: bool = False
+    budget_range: tuple[float, float] | None = None
+    warning: str | None = None
+    notes: list[str] = field(default_factory=list)
+    trial: int | None = None  # the completed trial this allocation is, when it is one
+
+    @property
+    def ok(self) -> bool:
+        return self.source != "none"
+
+    def amounts(self) -> dict[str, float | None]:
+        """Shares in the budget unit."""
+        if self.budget is None:
+            return {s: None for s in STAGES}
+        return {s: None if v is None else v * self.budget for s, v in self.shares.items()}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["amounts"] = self.amounts()
+        d["budget_range"] = list(self.budget_range) if self.budget_range else None
+        return _plain(d)
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _score(idv, ood, w: float):
+    return (1.0 - w) * np.asarray(idv, dtype=float) + w * np.asarray(ood, dtype=float)
+
+
+def _option_columns(frame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("param.") and not c.startswith("param.allocation.shares.")
+            and not c.endswith(".rank")]
+
+
+def _budget_of(done, budget: float | None) -> tuple[float | None, tuple[float, float] | None, list[str]]:
+    notes = []
+    vals = [float(v) for v in done["budget_total"].to_list() if v is not None] if "budget_total" in done.columns else []
+    rng = (min(vals), max(vals)) if vals else None
+    if budget is not None:
+        if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+            raise RecommendError(f"--budget must be a positive number, got {budget!r}")
+        return float(budget), rng, notes
+    if not vals:
+        return None, rng, ["no budget_total recorded in the completed trials: amounts not shown"]
+    counts: dict[float, int] = {}
+    for v in vals:
+        counts[v] = counts.get(v, 0) + 1
+    chosen = max(counts, key=lambda v: (counts[v], v))
+    notes.append(f"no --budget given: using the study's most run budget {chosen:.4g}")
+    return chosen, rng, notes
+
+
+def _row_allocation(row: dict, option_cols: list[str]) -> tuple[dict, dict, dict]:
+    return ({s: row.get(f"share_{s}") for s in STAGES}, {s: row.get(f"rank_{s}") for s in STAGES},
+            {c.removeprefix("param."): row.get(c) for c in option_cols})
+
+
+def _variations(row: dict, rank_choices: dict[str, list], share_lo: dict, share_hi: dict) -> list[dict]:
+    """Nearby allocations: SFT <-> RL and CPT <-> rest share moves, and each seen rank per stage."""
+    out = []
+    sft, rl, cpt = row.get("share_sft"), row.get("share_rl"), row.get("share_cpt")
+    if None not in (sft, rl, cpt):
+        for d in SHARE_STEPS:
+            moved = [{"share_sft": sft + d, "share_rl": rl - d}]
+            rest = sft + rl
+            if rest > 0:
+                k = (rest - d) / rest
+                moved.append({"share_cpt": cpt + d, "share_sft": sft * k, "share_rl": rl * k})
+            for m in moved:
+                new = {**row, **m}
+                if all(share_lo[s] - 1e-9 <= new[f"share_{s}"] <= share_hi[s] + 1e-9 for s in STAGES):
+                    out.append(new)
+    for s, choices in rank_choices.items():
+        for r in choices:
+            if r != row.get(f"rank_{s}"):
+                out.append({**row, f"rank_{s}": r})
+    return out
+
+
+def _key(row: dict, cols: list[str]) -> tuple:
+    return tuple(round(row[c], 6) if isinstance(row.get(c), float) else row.get(c) for c in cols)
+
+
+def _evidence(model, done, cand_row: dict, w: float, n: int = EVIDENCE) -> list[dict]:
+    """The completed trials closest to the candidate in the model's standardized feature space."""
+    import polars as pl
+
+    X, _ = model.encoder_.transform(done)
+    q, _ = model.encoder_.transform(pl.DataFrame([cand_row], schema=done.schema, strict=False))
+    X = np.where(np.isnan(X), model.fill_, X)
+    q = np.where(np.isnan(q), model.fill_, q)
+    d = np.sqrt((((X - q) / model.scale_) ** 2).sum(1))
+    order = np.argsort(d, kind="stable")[:n]
+    return [_trial_summary(done.row(int(i), named=True), w, distance=float(d[i])) for i in order]
+
+
+def _trial_summary(r: dict, w: float, distance: float | None = None) -> dict:
+    out = {"number": r.get("number"), "id": r.get("id"), "ood": r.get("ood"),
+           "score": float(_score(r["id"], r["ood"], w)),
+           "shares": {s: r.get(f"share_{s}") for s in STAGES}, "ranks": {s: r.get(f"rank_{s}") for s in STAGES},
+           "budget_total": r.get("budget_total")}
+    if distance is not None:
+        out["distance"] = distance
+    return out
+
+
+def recommend(table: Any, budget: float | None = None, objective: str = "balanced", *,
+              model: Any = None) -> Recommendation:
+    """The recommended allocation at `budget` for `objective` (ood | id | balanced | weight=W).
+
+    Args:
+        table: the trial table (polars DataFrame or row dicts, studies/_table.py).
+        budget: total budget in the table's unit; None: the study's most run budget.
+        model: a fitted `surrogates.OutcomeModel` to reuse (else one is fitted on the table).
+    """
+    import polars as pl
+
+    w = objective_weight(objective)
+    frame = as_frame(table)
+    done = completed(frame)
+    B, rng, notes = _budget_of(done, budget)
+    unit = None
+    if "budget_unit" in done.columns and done["budget_unit"].drop_nulls().len():
+        unit = done["budget_unit"].drop_nulls().mode().sort().to_list()[0]
+    rec = Recommendation(objective=objective, ood_weight=w, budget=B, unit=unit, source="none",
+                         n_complete=done.height, budget_range=rng, notes=notes)
+    if rng is not None and B is not None:
+        lo, hi = rng
+        tol = 1e-9 * max(abs(hi), 1.0)
+        rec.extrapolating = bool(B < lo - tol or B > hi + tol)
+        if rec.extrapolating:
+            rec.warning = (f"budget {B:.4g} is outside the budgets run in this study ({lo:.4g} to {hi:.4g}"
+                           f"{' ' + unit if unit else ''}): the prediction extrapolates in budget; treat it as a guess")
+    option_cols = _option_columns(done)
+    if done.height == 0:
+        rec.notes.append("no completed trials: nothing to recommend yet (run the study, then `ptplan recommend`)")
+        return rec
+    if done.height < MIN_MODEL_TRIALS:
+        best = max(done.iter_rows(named=True), key=lambda r: float(_score(r["id"], r["ood"], w)))
+        rec.source, rec.trial = "best completed trial", best.get("number")
+        rec.shares, rec.ranks, rec.options = _row_allocation(best, option_cols)
+        rec.predicted = {t: {"mean": best.get(t), "low": None, "high": None} for t in ("id", "ood")}
+        if best.get("ood_peak_fraction") is not None:
+            rec.predicted["ood_peak_fraction"] = {"mean": best["ood_peak_fraction"], "low": None, "high": None}
+        rec.notes.append(f"only {done.height} completed trial{'s' if done.height != 1 else ''} (< {MIN_MODEL_TRIALS}): "
+                         "no outcome model; this is the best completed trial, measured at its own budget "
+                         f"{best.get('budget_total')}, not a prediction at the asked budget")
+        rec.evidence = [_trial_summary(best, w, distance=0.0)]
+        rec.handover = _handover(rec)
+        return rec
+
+    from surrogates import OutcomeModel
+
+    if model is None:
+        model = OutcomeModel(level=0.8).fit(done)
+    feats = list(model.encoder_.columns)
+    keep = [c for c in feats if c in done.columns] + [c for c in ("number",) if c in done.columns]
+    base = done.select(keep)
+    at_b = (lambda f: f.with_columns(pl.lit(B, dtype=pl.Float64).alias("budget_total"))) \
+        if B is not None and "budget_total" in feats else (lambda f: f)
+    alloc_cols = [c for c in feats if c not in ("budget_total", "number")]
+    seen, rows = set(), []
+    for r in base.iter_rows(named=True):
+        k = _key(r, alloc_cols)
+        if k not in seen:
+            seen.add(k)
+            rows.append(r)
+    cands = pl.DataFrame(rows, schema=base.schema, strict=False)
+    pred = model.predict_outcome(at_b(cands))
+    score = _score(pred["id"].to_numpy(), pred["ood"].to_numpy(), w)
+    # neighbourhoods of the best completed allocations, kept inside the share range that was run
+    share_lo = {s: float(done[f"share_{s}"].min()) if f"share_{s}" in done.columns and done[f"share_{s}"].null_count()
+                < done.height else 0.0 for s in STAGES}
+    share_hi = {s: float(done[f"share_{s}"].max()) if f"share_{s}" in done.columns and done[f"share_{s}"].null_count()
+                < done.height else 1.0 for s in STAGES}
+    rank_choices = {s: sorted(done[f"rank_{s}"].drop_nulls().unique().to_list())
+                    for s in STAGES if f"rank_{s}" in feats}
+    extra = []
+    for i in np.argsort(-score, kind="stable")[:TOP_SEEDS]:
+        for v in _variations(rows[int(i)], rank_choices, share_lo, share_hi):
+            k = _key(v, alloc_cols)
+            if k not in seen:
+                seen.add(k)
+                extra.append({**v, "number": None} if "number" in base.columns else v)
+    if extra:
+        more = pl.DataFrame(extra, schema=base.schema, strict=False)
+        mp = model.predict_outcome(at_b(more))
+        cands, pred = pl.concat([cands, more]), pl.concat([pred, mp])
+        score = _score(pred["id"].to_numpy(), pred["ood"].to_numpy(), w)
+    best = int(np.argmax(score))
+    row, p = cands.row(best, named=True), pred.row(best, named=True)
+    rec.source = "model"
+    rec.trial = row.get("number")
+    rec.shares, rec.ranks, rec.options = _row_allocation(row, option_cols)
+    rec.predicted = {t: {"mean": p[t], "low": p[f"{t}_low"], "high": p[f"{t}_high"]}
+                     for t in ("id", "ood", "ood_peak_fraction") if model.n_trials_.get(t, 0) >= MIN_MODEL_TRIALS}
+    rec.evidence = _evidence(model, done, {**row, "budget_total": B} if B is not None else row, w)
+    rec.notes.append(f"outcome model on {done.height} completed trials; {len(cands)} candidate allocations scored "
+                     f"by {(1 - w):g}*ID + {w:g}*OOD (predicted mean), intervals 80%")
+    if p["extrapolating"] and p["outside"] and p["outside"] != "budget_total":
+        rec.notes.append(f"the candidate lies outside the trials run in: {p['outside']}")
+    rec.handover = _handover(rec)
+    return rec
+
+
+def _handover(rec: Recommendation) -> dict:
+    """When to hand over from SFT to RL: after the SFT share; where SFT's OOD score is predicted to peak."""
+    sft, cpt = rec.shares.get("sft"), rec.shares.get("cpt")
+    out: dict[str, Any] = {"sft_share": sft, "after": None, "ood_peak_fraction": None, "ood_peak_at": None}
+    if sft is None:
+        return out
+    if rec.budget is not None:
+        out["after"] = ((cpt or 0.0) + sft) * rec.budget
+    peak = rec.predicted.get("ood_peak_fraction")
+    if peak and peak.get("mean") is not None:
+        out["ood_peak_fraction"] = peak["mean"]
+        out["ood_peak_low"], out["ood_peak_high"] = peak.get("low"), peak.get("high")
+        if rec.budget is not None:
+            out["ood_peak_at"] = ((cpt or 0.0) + sft * peak["mean"]) * rec.budget
+    return out
+
+
+# -- terminal --------------------------------------------------------------------------------------
+def _f(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _interval(d: dict | None, pct: bool = False) -> str:
+    if not d or d.get("mean") is None:
+        return "-"
+    fmt = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:.3f}")
+    if d.get("low") is None:
+        return fmt(d["mean"]) + " (measured)"
+    return f"{fmt(d['mean'])} [{fmt(d['low'])}, {fmt(d['high'])}]"
+
+
+def print_recommendation(console, rec: Recommendation) -> None:
+    """Rich tables: allocation, predictions, evidence, warnings."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    if rec.warning:
+        console.print(f"[bold yellow]warning:[/] {escape(rec.warning)}", highlight=False, soft_wrap=True)
+    for n in rec.notes:
+        console.print(f"note: {escape(n)}", highlight=False, soft_wrap=True)
+    if not rec.ok:
+        return
+    unit = rec.unit or ""
+    t = Table(title=f"recommended allocation ({rec.objective}, budget {_f(rec.budget, 4)} {unit})")
+    for col in ("stage", "share", f"amount ({unit or 'unit'})", "rank"):
+        t.add_column(col, justify="right" if col != "stage" else "left")
+    amounts = rec.amounts()
+    for s in STAGES:
+        sh = rec.shares.get(s)
+        t.add_row(s.upper(), "-" if sh is None else f"{sh:.1%}", _f(amounts.get(s), 4), _f(rec.ranks.get(s)))
+    console.print(t)
+    if rec.options:
+        o = Table(title="searched options")
+        o.add_column("field")
+        o.add_column("value", justify="right")
+        for k, v in rec.options.items():
+            o.add_row(escape(k), _f(v, 4))
+        console.print(o)
+    h = rec.handover
+    if h.get("sft_share") is not None:
+        peak = "" if h.get("ood_peak_fraction") is None else \
+            f"; SFT's OOD score is predicted to peak at {_interval(rec.predicted.get('ood_peak_fraction'), True)} " \
+            "of SFT" \
+            + (f" (at {_f(h['ood_peak_at'], 4)} {unit})" if h.get("ood_peak_at") is not None else "")
+        after = f" (cumulative {_f(h['after'], 4)} {unit})" if h.get("after") is not None else ""
+        console.print(f"hand over SFT -> RL after SFT's {h['sft_share']:.1%} of the budget{after}{peak}",
+                      highlight=False, soft_wrap=True)
+    p = Table(title=f"predicted final scores ({rec.source}{', EXTRAPOLATING' if rec.extrapolating else ''})")
+    p.add_column("ID (80% interval)", justify="right")
+    p.add_column("OOD (80% interval)", justify="right")
+    p.add_row(_interval(rec.predicted.get("id")), _interval(rec.predicted.get("ood")))
+    console.print(p)
+    e = Table(title="evidence: closest completed trials")
+    for col in ("#", "shares c/s/r", "ranks c/s/r", "budget", "ID", "OOD", "distance"):
+        e.add_column(col, justify="right")
+    for r in rec.evidence:
+        e.add_row(_f(r["number"]), "/".join("-" if r["shares"][s] is None else f"{r['shares'][s]:.2f}" for s in STAGES),
+                  "/".join(_f(r["ranks"][s]) for s in STAGES), _f(r.get("budget_total"), 4), _f(r["id"]),
+                  _f(r["ood"]), _f(r.get("distance"), 2))
+    console.print(e)
+
+
+# -- command ---------------------------------------------------------------------------------------
+def recommend_command(plan: str, overrides: list[str], budget: float | None, objective: str, as_json: bool,
+                      console, err_console) -> int:
+    """`ptplan recommend`: read the plan's study, recommend, print a rich table or JSON."""
+    import json
+
+    from studies import study_table
+
+    from ._study_cmd import _bad_input, _error, _open_existing, _resolve
+
+    try:
+        objective_weight(objective)
+        sp = _resolve(plan, overrides)
+        session = _open_existing(sp)
+        rows = study_table(session.admin, sp).rows
+        rec = recommend(rows, budget, objective)
+    except (*_bad_input(), RecommendError) as err:
+        return _error(err_console, err)
+    if as_json:
+        print(json.dumps(rec.to_dict(), indent=2, default=str))
+    else:
+        print_recommendation(console, rec)
+    return 0 if rec.ok else 1

@@ -1,0 +1,103 @@
+"""`build_report` on hand-built trial tables: degenerate studies give a message, every plot is in the HTML."""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+import pytest
+
+from planner._report import build_report, finding_cpt, print_report
+from rich.console import Console
+
+
+def _curves(path, cpt_gain=0.1, sft_peak=0.4, sft_end=0.2, rl_end=0.45, budget=1e11):
+    """A fake curves.parquet: start, 2 CPT points, 5 SFT points (OOD peaks at the 2nd), 2 RL points."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stages = ["start", "cpt", "cpt"] + ["sft"] * 5 + ["rl"] * 2
+    ood = [0.0, cpt_gain / 2, cpt_gain, sft_peak * 0.8, sft_peak, 0.8 * sft_peak, 0.6 * sft_peak, sft_end,
+           (sft_end + rl_end) / 2, rl_end]
+    idv = [0.0, 0.05, 0.1, 0.3, 0.45, 0.55, 0.6, 0.62, 0.63, 0.64]
+    pl.DataFrame({"stage": stages, "step": list(range(10)), "compute": [budget * i / 9 for i in range(10)],
+                  "id": idv, "ood": ood, "loss": [None] + [1.0] * 9, "reward": [None] * 8 + [0.1, 0.2]},
+                 schema_overrides={"loss": pl.Float64, "reward": pl.Float64}).write_parquet(path)
+    return str(path)
+
+
+def _row(n, state="COMPLETE", cpt=0.2, sft=0.3, rank_rl=16, idv=0.5, ood=0.4, curves=None, reason=None):
+    ok = state == "COMPLETE"
+    rl = round(1 - cpt - sft, 10)
+    return {"number": n, "state": state, "id": idv if ok else None, "ood": ood if ok else None,
+            "share_cpt": cpt, "share_sft": sft, "share_rl": rl, "rank_cpt": 0, "rank_sft": 64, "rank_rl": rank_rl,
+            "budget_unit": "flops", "budget_total": 1e11, "spent": 1e11 if ok else 3e10,
+            "spent_cpt": cpt * 1e11, "spent_sft": sft * 1e11 if ok else None, "spent_rl": rl * 1e11 if ok else None,
+            "ood_peak_fraction": 0.25 if ok else None, "ood_peak_value": 0.4 if ok else None,
+            "ood_peak_censored": False if ok else None, "failure_reason": None if ok else reason, "curves": curves}
+
+
+def _pngs_in_html(out) -> tuple[int, int]:
+    html = (out / "report.html").read_text()
+    return len(re.findall(r"<img [^>]*src='data:image/png;base64,", html)), len(list(out.glob("*.png")))
+
+
+def _check(rep, out):
+    assert (out / "report.md").exists() and (out / "report.html").exists()
+    imgs, pngs = _pngs_in_html(out)
+    assert imgs == pngs == len(rep.plots)
+    print_report(Console(width=120, file=open(out / "terminal.txt", "w")), rep)
+    return (out / "report.md").read_text()
+
+
+def test_empty_study(tmp_path):
+    rep = build_report([], tmp_path / "r")
+    md = _check(rep, tmp_path / "r")
+    assert "no trials yet" in md and not rep.plots
+    assert all(f.verdict.startswith("not supported by this study") for f in rep.findings)
+
+
+def test_only_failed_trials(tmp_path):
+    rows = [_row(0, "FAIL", reason="oom"), _row(1, "FAIL", reason="oom"), _row(2, "FAIL", reason="nan-loss")]
+    rep = build_report(rows, tmp_path / "r")
+    md = _check(rep, tmp_path / "r")
+    assert "none COMPLETE" in md and "No recommendation" in md
+    assert set(rep.plots) == {"Budget ledger per stage", "Failures by reason"}
+
+
+def test_one_trial(tmp_path):
+    rows = [_row(0, curves=_curves(tmp_path / "c0" / "curves.parquet")), _row(1, "FAIL", reason="oom")]
+    rep = build_report(rows, tmp_path / "r")
+    md = _check(rep, tmp_path / "r")
+    assert "only 1 completed trial" in md
+    assert rep.recommendation.source == "best completed trial"
+    assert "needs >= 5 completed trials" in rep.skipped["Surrogate calibration (held-out OOD)"]
+    assert "ID and OOD through CPT -> SFT -> RL" in rep.plots
+
+
+def test_full_report_has_every_plot_and_computed_findings(tmp_path):
+    rows = []
+    for n, (cpt, sft, rank, ood) in enumerate([(0.1, 0.5, 4, 0.30), (0.2, 0.2, 16, 0.55), (0.3, 0.3, 4, 0.42),
+                                               (0.4, 0.2, 16, 0.60), (0.2, 0.4, 16, 0.38), (0.3, 0.5, 4, 0.35)]):
+        c = _curves(tmp_path / f"c{n}" / "curves.parquet", rl_end=ood)
+        rows.append(_row(n, cpt=cpt, sft=sft, rank_rl=rank, ood=ood, idv=0.4 + 0.3 * cpt, curves=c))
+    rows.append(_row(6, "FAIL", reason="oom"))
+    rep = build_report(rows, tmp_path / "r", budget=1e11, objective="ood")
+    _check(rep, tmp_path / "r")
+    assert len(rep.plots) == 7 and not rep.skipped
+    verdicts = {f.claim.split()[0]: f.verdict for f in rep.findings}
+    assert verdicts["CPT"] == "holds"  # OOD rises with the CPT share in this table
+    assert verdicts["SFT"] == "holds" and verdicts["RL"] == "holds"
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "findings" in html.lower() and rep.recommendation.ok
+
+
+def test_cpt_not_varied_is_not_supported():
+    rows = pl.DataFrame([_row(n, ood=0.3 + 0.05 * n) for n in range(4)], strict=False)
+    f = finding_cpt(rows, {})
+    assert f.verdict.startswith("not supported by this study") and "not varied" in f.verdict
+
+
+def test_missing_curve_files_are_skipped(tmp_path):
+    rows = [_row(n, cpt=0.1 * (n + 1), ood=0.3 + 0.05 * n, curves=str(tmp_path / "gone.parquet")) for n in range(3)]
+    rep = build_report(rows, tmp_path / "r")
+    assert "no readable curves.parquet" in " ".join(rep.notes)
+    assert "ID and OOD through CPT -> SFT -> RL" in rep.skipped
