@@ -49,7 +49,8 @@ def run_command(plan: str, overrides: list[str], trials: int | None, jobs: int, 
         sp = _resolve(plan, overrides)
         if trials is not None and trials < 0:
             raise PlanError(f"--trials must be >= 0, got {trials}")
-        session, result, codes = run_study(sp, trials, jobs, _echo(), worker_argv)
+        session, result, codes = _with_live_view(sp, trials, console,
+                                                 lambda: run_study(sp, trials, jobs, _echo(), worker_argv))
     except _bad_input() as err:
         return _error(err_console, err)
     except KeyboardInterrupt:
@@ -63,6 +64,19 @@ def run_command(plan: str, overrides: list[str], trials: int | None, jobs: int, 
     if any(c not in (0, -9) for c in codes) and not result.reached:
         return 1  # a worker failed and the study is short of its target
     return 0
+
+
+def _with_live_view(sp, trials, console: Console, body):
+    """Run `body` under a live rich view of the study (trials, best, stage progress, compute)."""
+    from rich.live import Live
+
+    from ._live import StudyMonitor
+
+    monitor = StudyMonitor(sp.run_dir, sp.target(trials), sp.trial.budget.total, sp.trial.budget.unit)
+    if not console.is_terminal:  # logs and pipes get the plain lines only
+        return body()
+    with Live(monitor, console=console, refresh_per_second=2, transient=True):
+        return body()
 
 
 def worker_command(plan: str, overrides: list[str], trials: int | None, index: int | None, console: Console,

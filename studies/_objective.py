@@ -70,6 +70,29 @@ class _NoLease:
         return None
 
 
+PROGRESS_FILE = "progress.json"
+
+
+def progress_writer(out: Path, config, every: float = 1.0) -> Callable[[str, float, float], None]:
+    """Stage progress of a running trial, written to <trial>/progress.json for `ptplan run`'s live view."""
+    import json
+
+    last = [0.0]
+    shares = dict(config.allocation.shares)
+
+    def on_progress(stage: str, spent: float, slice_: float) -> None:
+        now = time.time()
+        if now - last[0] < every and spent < slice_:
+            return
+        last[0] = now
+        tmp = out / f".{PROGRESS_FILE}.tmp"
+        tmp.write_text(json.dumps({"stage": stage, "spent": spent, "slice": slice_, "shares": shares,
+                                   "unit": config.budget.unit, "total": config.budget.total, "time": now}))
+        os.replace(tmp, out / PROGRESS_FILE)
+
+    return on_progress
+
+
 def compute_saved(ledger: dict) -> dict:
     """Spend of the stages this trial reused instead of training (budget unit and FLOPs)."""
     unit = ledger["unit"]
@@ -121,7 +144,8 @@ class TrialObjective:
             self.echo(f"trial {number} started: {self.plan.space.describe(values)}")
             started = time.perf_counter()
             with lease:
-                result = self._run_trial()(config, out, self.run_dir / "stages", on_point=self._reporter(trial, config))
+                result = self._run_trial()(config, out, self.run_dir / "stages", on_point=self._reporter(trial, config),
+                                           on_progress=progress_writer(out, config))
         except TrialFailed as err:
             pruned = isinstance(err.__cause__, optuna.TrialPruned)
             reason = "pruned" if pruned else err.reason

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -313,7 +314,12 @@ def supervise(argvs: list[list[str]], echo: Callable[[str], None], jobs: int) ->
     """Start worker processes and wait for all; Ctrl-C is passed on so each marks its trial."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    procs = [subprocess.Popen(argv, env=env) for argv in argvs]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              bufsize=1) for argv in argvs]
+    # Worker output goes through `echo`, so a live view in this process stays intact.
+    pumps = [threading.Thread(target=_pump, args=(p.stdout, echo), daemon=True) for p in procs]
+    for pump in pumps:
+        pump.start()
     echo(f"started {len(procs)} workers (pids {', '.join(str(p.pid) for p in procs)})")
     try:
         with interrupt_once():
@@ -332,7 +338,14 @@ def supervise(argvs: list[list[str]], echo: Callable[[str], None], jobs: int) ->
             except subprocess.TimeoutExpired:
                 p.kill()
         raise
+    for pump in pumps:
+        pump.join(timeout=5)
     return [p.returncode for p in procs]
+
+
+def _pump(stream, echo: Callable[[str], None]) -> None:
+    for line in stream:
+        echo(line.rstrip("\n"))
 
 
 def describe_exit(code: int) -> str:

@@ -79,7 +79,7 @@ class FakeRunner:
     def __init__(self, plan=None, points=None):
         self.calls, self.plan, self.points = 0, plan or {}, points
 
-    def __call__(self, config, out, store, on_point=None):
+    def __call__(self, config, out, store, on_point=None, on_progress=None):
         what = self.plan.get(self.calls, "ok")
         self.calls += 1
         out.mkdir(parents=True, exist_ok=True)
@@ -267,7 +267,7 @@ def test_weighted_objective_prunes_a_bad_trial(tmp_path):
         return [CurvePoint("sft", k, config.budget.total * k / 4, 0, 0, v, v, 1.0, None) for k in range(1, 5)]
 
     class PrunableRunner(FakeRunner):
-        def __call__(self, config, out, store, on_point=None):
+        def __call__(self, config, out, store, on_point=None, on_progress=None):
             try:
                 return super().__call__(config, out, store, on_point)
             except Exception as err:  # what stages.run_trial does with any exception: record and wrap
