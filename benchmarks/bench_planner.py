@@ -13,10 +13,6 @@ time is the steadier figure).
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -25,17 +21,9 @@ from pathlib import Path
 from planner._recommend import recommend
 from planner._report import build_report
 from surrogates._synthetic import synthetic_table
+from _common import print_machine, timed
 
 
-def _timed(fn, repeats: int) -> tuple[float, float]:
-    """Median wall and CPU seconds of `fn()` over `repeats` runs."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -45,19 +33,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
-    print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''} "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; python {platform.python_version()}")
+    print_machine()
 
     with tempfile.TemporaryDirectory() as tmp:
         table = synthetic_table(args.trials, seed=0, failed=args.failed, curves_dir=Path(tmp) / "curves")
         recommend(table.head(50), 2e11)  # imports and first-call costs out of the timing
         for budget, what in ((2e11, "inside the run range"), (1e12, "extrapolating")):
-            wall, cpu = _timed(lambda: recommend(table, budget, "balanced"), args.repeats)
+            wall, cpu = timed(lambda: recommend(table, budget, "balanced"), args.repeats)
             print(f"recommend, {args.trials} trials, budget {budget:g} ({what}): {wall:.2f} s wall, {cpu:.2f} s CPU "
                   "(target <= 3 s)")
         out = Path(tmp) / "report"
-        wall, cpu = _timed(lambda: build_report(table, out, budget=2e11), args.repeats)
+        wall, cpu = timed(lambda: build_report(table, out, budget=2e11), args.repeats)
         rep = build_report(table, out, budget=2e11)
         print(f"report, {args.trials + args.failed} trials with curves ({len(rep.plots)} plots, 5-fold calibration): "
               f"{wall:.2f} s wall, {cpu:.2f} s CPU (target <= 30 s)")

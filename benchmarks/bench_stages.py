@@ -25,7 +25,6 @@ import time
 
 from stages import SuiteSizes, build_suite, load_backbone
 from stages._config import RLConfig, StageConfig
-from stages._ledger import rl_flops_per_token, train_flops_per_token
 from stages._stages import STAGE_TYPES, StageContext, _common_args, _lora_config
 
 

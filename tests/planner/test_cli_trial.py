@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,6 @@ def _params(model):
 
 def test_smoke_trial_writes_everything_and_every_stage_trains(tmp_path):
     import pyarrow.parquet as pq
-    import torch
 
     from stages import load_backbone
     from stages._backbones import load_checkpoint

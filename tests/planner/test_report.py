@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import polars as pl
-import pytest
 
 from planner._report import build_report, finding_cpt, print_report
 from rich.console import Console

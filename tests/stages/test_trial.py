@@ -1,12 +1,11 @@
 """Real training on a tiny model: the budget stop, the ledger, failures and resume."""
 
 import json
-import math
 
 import pytest
 
 from stages import TrialFailed, run_trial
-from stages._ledger import rl_flops_per_token, train_flops_per_token
+from stages._ledger import train_flops_per_token
 
 pytestmark = pytest.mark.integration
 
