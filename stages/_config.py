@@ -85,9 +85,15 @@ class RLConfig(StageConfig):
     start: str = "warm"
     temperature: float = 1.0
     max_completion_length: int = 32
+    handover: str = "fixed"  # or "predicted-peak": end SFT once its OOD peak is predicted passed
+    handover_confidence: float = 0.8
 
     def __post_init__(self):
         super().__post_init__()
+        _check(self.handover in ("fixed", "predicted-peak"), "handover",
+               "must be 'fixed' (SFT runs its whole share) or 'predicted-peak'", self.handover)
+        _check(isinstance(self.handover_confidence, (int, float)) and 0.5 <= self.handover_confidence < 1,
+               "handover_confidence", "must be in [0.5, 1)", self.handover_confidence)
         _check(isinstance(self.beta, (int, float)) and self.beta >= 0, "beta", "must be >= 0", self.beta)
         _check(isinstance(self.generations, int) and self.generations >= 2, "generations",
                "must be an integer >= 2 (GRPO compares completions of one prompt)", self.generations)

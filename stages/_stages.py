@@ -40,6 +40,8 @@ class StageContext:
     seed: int = 0
     use_cuda: bool = False
     on_progress: Callable[[str, float, float], None] | None = None
+    # After each intermediate evaluation: a reason to end the stage early (the SFT -> RL hand-over), or None.
+    handover: Callable[["StageState"], str | None] | None = None
 
 
 @dataclass
@@ -50,6 +52,7 @@ class StageState:
     loss: float | None = None
     reward: float | None = None
     eval_seconds: float = 0.0
+    handover: str | None = None
 
 
 def _mean_tokens(tokenizer, texts: list[str]) -> tuple[float, int]:
@@ -89,7 +92,11 @@ class _BudgetCallback(TrainerCallback):
                 self.thresholds.pop(0)
             t = time.perf_counter()
             self.ctx.evaluate(model, self.state)
+            reason = self.ctx.handover(self.state) if self.ctx.handover else None
             self.state.eval_seconds += time.perf_counter() - t
+            if reason:
+                self.state.handover = reason
+                control.should_training_stop = True
         if self.ctx.on_progress:
             self.ctx.on_progress(self.ctx.name, min(value, self.ctx.slice), self.ctx.slice)
         return control

@@ -110,6 +110,9 @@ def stage_key(config: TrialConfig, stage: str, slice_: float, prev_key: str) -> 
         "data": data, "seed": config.seed, "unit": config.budget.unit, "slice": slice_,
         "config": dataclasses.asdict(config.allocation.stage(stage)), "eval": dataclasses.asdict(config.eval),
     }
+    rl = config.allocation.rl
+    if stage == "sft" and rl.handover != "fixed" and config.allocation.shares["rl"] > 0:
+        payload["handover"] = [rl.handover, rl.handover_confidence]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -197,6 +200,8 @@ class TrialRunner:
         self.ledger = Ledger.split(config.budget.total, config.budget.unit, config.allocation.shares)
         self.timings: dict[str, float] = {}
         self.stage_info: dict[str, dict] = {}
+        self.stage_records: dict[str, dict] = {}
+        self.handover: dict = {}
         self.handle: logging.Handler | None = None
 
     # -- files -------------------------------------------------------------------------------
@@ -235,6 +240,7 @@ class TrialRunner:
                 "id": final.id, "ood": final.ood, "id_tasks": final.id_tasks, "ood_tasks": final.ood_tasks},
             "last_point": None if final is None else {"stage": final.stage, "id": final.id, "ood": final.ood},
             "ood_peak": ood_peak(self.points, self.ledger), "stages": self.stage_info,
+            "handover": self.handover or None,
             "timings": self.timings, "parameters": getattr(self, "n_params", None),
             "curves": "curves.parquet",
         }
@@ -333,6 +339,11 @@ class TrialRunner:
             ctx = contexts[name]
             if name == "sft" and cfg.allocation.shares["rl"] > 0 and cfg.allocation.rl.start == "cold":
                 pre_sft = (copy.deepcopy(model).cpu(), key)
+            if name == "sft" and "rl" in contexts and cfg.allocation.rl.handover == "predicted-peak":
+                ctx.handover = self._peak_policy(ctx)
+            if name == "rl" and self.handover.get("switched"):  # the rest of SFT's slice goes to RL
+                ctx.slice += self.handover["moved_to_rl"]
+                self.ledger.stages["rl"].slice = ctx.slice
             if name == "rl" and cfg.allocation.rl.start == "cold" and pre_sft is not None:
                 model, key = pre_sft[0].to(next(model.parameters()).device), pre_sft[1]
             key = stage_key(cfg, name, ctx.slice, key)
@@ -340,9 +351,51 @@ class TrialRunner:
             folder = self.store / f"{name}-{key}"
             with _stage_lock(folder):
                 model, tokenizer = self._stage(name, ctx, folder, model, tokenizer, use_cuda)
+            if name == "sft" and ctx.handover is not None:
+                self._record_handover(ctx)
             self.stage_info[name] = {"key": key, "checkpoint": str(folder / "model"),
                                      "reused": self.ledger.stages[name].reused}
         self.keys = keys
+
+    def _peak_policy(self, ctx):
+        """`handover: predicted-peak`: after each SFT evaluation, ask the OOD-peak curve model whether
+        the peak has passed (or falls within the next evaluation interval); if so, end SFT."""
+        import numpy as np
+
+        from surrogates import OODPeakModel  # numpy/scikit-learn only; imported when asked for
+
+        model = OODPeakModel(level=0.8).fit(None)  # one trial: no prior curves, wide intervals
+        confidence = self.config.allocation.rl.handover_confidence
+        grid = [i / ctx.eval_points for i in range(ctx.eval_points + 1)]
+
+        def decide(state) -> str | None:
+            offset = self.ledger.spent_before("sft")
+            before = [p for p in self.points if p.stage in ("start", "cpt")][-1:]
+            pts = before + [p for p in self.points if p.stage == "sft"]
+            curve = np.array([[(p.compute - offset) / ctx.slice, p.ood, p.id,
+                               np.nan if p.loss is None else p.loss] for p in pts])
+            pred = model.predict_peak([curve], grid=grid).row(0)
+            seen = float(curve[-1, 0])
+            if pred["behind"] >= confidence:
+                why = f"OOD peak passed with probability {pred['behind']:.2f}"
+            elif pred["location_high"] <= seen + 1.0 / ctx.eval_points:
+                why = f"OOD peak predicted within the next evaluation interval (<= {pred['location_high']:.0%})"
+            else:
+                return None
+            return (f"{why} at {seen:.0%} of SFT; predicted peak at {pred['location']:.0%} "
+                    f"(OOD {pred['value']:.3f})")
+
+        return decide
+
+    def _record_handover(self, ctx) -> None:
+        sft = self.ledger.stages["sft"]
+        reason = self.stage_records["sft"].get("handover")
+        spent = sft.spent.get(self.config.budget.unit)
+        self.handover = {"mode": "predicted-peak", "switched": reason is not None, "reason": reason,
+                         "at_fraction": min(spent / ctx.slice, 1.0), "at_compute": self.ledger.spent_before("sft") + spent,
+                         "moved_to_rl": max(ctx.slice - spent, 0.0) if reason else 0.0}
+        if reason:
+            log.info("hand-over SFT -> RL: %s", reason)
 
     def _stage(self, name, ctx, folder: Path, model, tokenizer, use_cuda: bool):
         """Reuse the stage at `folder` if recorded, else train it; then take its final point."""
@@ -373,7 +426,7 @@ class TrialRunner:
             self.ledger.stages[name].spent = state.spent
             save_checkpoint(model, tokenizer, folder / "model")
             record = {"status": "trained", "spent": dataclasses.asdict(state.spent), "loss": state.loss,
-                      "reward": state.reward,
+                      "reward": state.reward, "handover": state.handover,
                       "points": [dataclasses.asdict(p) for p in self.points[stage_points_from:]]}
             _write_json(record_path, record)
             self.timings[name] = time.perf_counter() - t - state.eval_seconds
@@ -384,6 +437,7 @@ class TrialRunner:
             record["points"].append(dataclasses.asdict(point))
             record["status"] = "done"
             _write_json(record_path, record)
+        self.stage_records[name] = record
         return model, tokenizer
 
 

@@ -14,6 +14,8 @@ from stages._config import ConfigError, TrialConfig, apply_overrides
         ({"allocation": {"shares": {"ppo": 1.0}}}, "allocation.shares", "unknown stage"),
         ({"allocation": {"rl": {"start": "lukewarm"}}}, "allocation.rl.start", "warm"),
         ({"allocation": {"rl": {"generations": 1}}}, "allocation.rl.generations", ">= 2"),
+        ({"allocation": {"rl": {"handover": "whenever"}}}, "allocation.rl.handover", "predicted-peak"),
+        ({"allocation": {"rl": {"handover_confidence": 1.5}}}, "allocation.rl.handover_confidence", "[0.5, 1)"),
         ({"allocation": {"sft": {"lr": "fast"}}}, "allocation.sft.lr", "number"),
         ({"budget": {"unit": "watts"}}, "budget.unit", "flops"),
         ({"budget": {"total": -1}}, "budget.total", "positive"),

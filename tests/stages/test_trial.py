@@ -194,3 +194,50 @@ def test_backbone_from_a_local_folder(tiny_config, tmp_path):
     res = run_trial(cfg, tmp_path / "out")
     assert res["status"] == "complete" and res["parameters"] == sum(p.numel() for p in model.parameters())
     assert res["ledger"]["stages"]["sft"]["spent"]["steps"] >= 1
+
+
+def test_handover_moves_the_rest_of_sft_to_rl(tiny_config, tmp_path, monkeypatch):
+    import stages._trial as trial_mod
+
+    calls = []
+
+    def switch_at_first_eval(self, ctx):
+        def decide(state):
+            calls.append(state.spent.steps)
+            return "test policy: peak passed"
+        return decide
+
+    monkeypatch.setattr(trial_mod.TrialRunner, "_peak_policy", switch_at_first_eval)
+    cfg = tiny_config(allocation={"shares": {"cpt": 0.0, "sft": 0.6, "rl": 0.4}, "rl": {"handover": "predicted-peak"}},
+                      eval={"points": {"sft": 4, "rl": 1}}, budget={"total": 4e10})
+    res = run_trial(cfg, tmp_path)
+    led, hand = res["ledger"], res["handover"]
+    assert len(calls) == 1 and hand["switched"] and hand["reason"] == "test policy: peak passed"
+    sft, rl = led["stages"]["sft"], led["stages"]["rl"]
+    assert sft["spent"]["flops"] < sft["slice"] * 0.5  # stopped at the first of 4 evaluation points
+    assert hand["moved_to_rl"] == pytest.approx(sft["slice"] - sft["spent"]["flops"])
+    assert rl["slice"] == pytest.approx(0.4 * 4e10 + hand["moved_to_rl"])
+    assert rl["spent"]["flops"] >= rl["slice"]  # RL spent the larger slice
+    assert led["spent"]["flops"] >= 4e10 * (1 - 1e-9)  # the whole budget is used, not lost
+
+
+def test_predicted_peak_policy_decides_from_the_curve(tiny_config, tmp_path):
+    from stages import CurvePoint
+    from stages._stages import StageContext
+    from stages._trial import TrialRunner
+
+    cfg = tiny_config(allocation={"shares": {"cpt": 0.0, "sft": 0.5, "rl": 0.5}, "rl": {"handover": "predicted-peak"}})
+    runner = TrialRunner(cfg, tmp_path)
+    ctx = StageContext(name="sft", config=cfg.allocation.sft, slice=100.0, unit="flops", data=None, n_params=1,
+                       eval_points=8, evaluate=None)
+    decide = runner._peak_policy(ctx)
+
+    def curve(oods):
+        runner.points = [CurvePoint("start", 0, 0.0, 0, 0, 0.0, oods[0], None, None)]
+        runner.points += [CurvePoint("sft", i, 100.0 * i / 8, 0, 0, 0.1 * i, o, 1.0, None)
+                          for i, o in enumerate(oods[1:], start=1)]
+
+    curve([0.0, 0.40, 0.60, 0.45, 0.30, 0.20])  # rose, peaked at 2/8, fell three times in a row
+    assert decide(None) is not None and "peak" in decide(None)
+    curve([0.0, 0.10, 0.20, 0.30])  # still rising steeply at 3/8
+    assert decide(None) is None
