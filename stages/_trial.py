@@ -432,9 +432,10 @@ class TrialRunner:
             self.timings[name] = time.perf_counter() - t - state.eval_seconds
         if record["status"] == "trained":  # final point, taken after the checkpoint is safe
             spent = self.ledger.stages[name].spent
-            point = self._evaluate(name, model, tokenizer, spent.steps, spent, record.get("loss"),
-                                   record.get("reward"))
-            record["points"].append(dataclasses.asdict(point))
+            if not (record["points"] and record["points"][-1]["step"] == spent.steps):  # e.g. a hand-over
+                point = self._evaluate(name, model, tokenizer, spent.steps, spent, record.get("loss"),
+                                       record.get("reward"))
+                record["points"].append(dataclasses.asdict(point))
             record["status"] = "done"
             _write_json(record_path, record)
         self.stage_records[name] = record
