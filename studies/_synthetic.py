@@ -1,0 +1,51 @@
+"""A synthetic study FOR TESTS AND BENCHMARK TIMING ONLY: trials written straight into storage
+with the user attrs a real trial records, so `status`, `export`, `recommend` and `report` can be
+exercised and timed on 1,000 trials without training anything."""
+
+from __future__ import annotations
+
+import random
+
+
+def synthetic_study(plan_path, n: int, failed_every: int = 10):
+    """SYNTHETIC storage load: `n` finished trials carrying ptplan's user attrs (every
+    `failed_every`-th FAIL, reason diverged); nothing is trained. Returns (plan, session)."""
+    import optuna
+
+    from planner._plan import load_plan
+    from ._config import StudyPlan
+    from ._worker import open_session
+
+    data, source = load_plan(str(plan_path))
+    sp = StudyPlan.from_mapping(data, [], source)
+    session = open_session(sp)
+    rng = random.Random(0)
+    dists = {p: optuna.distributions.FloatDistribution(0.0, 1.0) for p in sp.space.params}
+    trials = []
+    for i in range(n):
+        params = {p: rng.uniform(0.1, 0.9) for p in sp.space.params}
+        shares = sp.space.shares_for(params)
+        spent = {"flops": 2e11, "tokens": 5e4, "examples": 900.0, "epochs": 3.0, "seconds": 30.0, "steps": 60}
+        ledger = {"total": 2e11, "unit": "flops", "spent": spent, "eval": spent,
+                  "stages": {s: {"slice": 2e11 * shares[s], "reused": s == "cpt" and i % 3 == 0,
+                                 "spent": {**spent, "flops": 2e11 * shares[s]}, "eval": spent}
+                             for s in ("cpt", "sft", "rl")}}
+        alloc = {"shares": shares, **{s: {"rank": 16, "lr": 1e-3, "batch_size": 32, "warmup_steps": 5,
+                                          "max_length": 192} for s in ("cpt", "sft", "rl")}}
+        failed = bool(failed_every) and i % failed_every == failed_every - 1
+        attrs = {"allocation": alloc, "ledger": ledger,
+                 "final": None if failed else {"id": shares["sft"], "ood": shares["rl"],
+                                               "id_tasks": {"gc": 0.5, "revcomp": 0.2},
+                                               "ood_tasks": {"gc_long": 0.1}},
+                 "ood_peak": {"compute": 1e10, "fraction": 0.4, "value": 0.1, "censored": False},
+                 "curves": f"/synthetic/{i}/curves.parquet", "artifacts": f"/synthetic/{i}", "worker": "host:1",
+                 "compute_saved": {"unit": "flops", "value": 2e11 * shares["cpt"] if i % 3 == 0 else 0.0,
+                                   "flops": 0.0, "stages": ["cpt"] if i % 3 == 0 else []},
+                 "timings": {"total": 30.0, "sft": 10.0}, "wall_seconds": 31.0,
+                 "failure": {"reason": "diverged", "message": "loss became nan"} if failed else None}
+        trials.append(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
+            values=None if failed else [shares["sft"], shares["rl"]], params=params, distributions=dists,
+            user_attrs=attrs))
+    session.admin.add_trials(trials)
+    return sp, session
