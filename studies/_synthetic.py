@@ -22,13 +22,15 @@ def synthetic_study(plan_path, n: int, failed_every: int = 10):
     rng = random.Random(0)
     dists = {p: optuna.distributions.FloatDistribution(0.0, 1.0) for p in sp.space.params}
     trials = []
+    total, unit = sp.trial.budget.total, sp.trial.budget.unit  # the plan's budget, as real trials record it
     for i in range(n):
         params = {p: rng.uniform(0.1, 0.9) for p in sp.space.params}
         shares = sp.space.shares_for(params)
-        spent = {"flops": 2e11, "tokens": 5e4, "examples": 900.0, "epochs": 3.0, "seconds": 30.0, "steps": 60}
-        ledger = {"total": 2e11, "unit": "flops", "spent": spent, "eval": spent,
-                  "stages": {s: {"slice": 2e11 * shares[s], "reused": s == "cpt" and i % 3 == 0,
-                                 "spent": {**spent, "flops": 2e11 * shares[s]}, "eval": spent}
+        spent = {"flops": 2e11, "tokens": 5e4, "examples": 900.0, "epochs": 3.0, "seconds": 30.0, "steps": 60,
+                 unit: total}
+        ledger = {"total": total, "unit": unit, "spent": spent, "eval": spent,
+                  "stages": {s: {"slice": total * shares[s], "reused": s == "cpt" and i % 3 == 0,
+                                 "spent": {k: v * shares[s] for k, v in spent.items()}, "eval": spent}
                              for s in ("cpt", "sft", "rl")}}
         alloc = {"shares": shares, **{s: {"rank": 16, "lr": 1e-3, "batch_size": 32, "warmup_steps": 5,
                                           "max_length": 192} for s in ("cpt", "sft", "rl")}}
@@ -39,7 +41,7 @@ def synthetic_study(plan_path, n: int, failed_every: int = 10):
                                                "ood_tasks": {"gc_long": 0.1}},
                  "ood_peak": {"compute": 1e10, "fraction": 0.4, "value": 0.1, "censored": False},
                  "curves": f"/synthetic/{i}/curves.parquet", "artifacts": f"/synthetic/{i}", "worker": "host:1",
-                 "compute_saved": {"unit": "flops", "value": 2e11 * shares["cpt"] if i % 3 == 0 else 0.0,
+                 "compute_saved": {"unit": unit, "value": total * shares["cpt"] if i % 3 == 0 else 0.0,
                                    "flops": 0.0, "stages": ["cpt"] if i % 3 == 0 else []},
                  "timings": {"total": 30.0, "sft": 10.0}, "wall_seconds": 31.0,
                  "failure": {"reason": "diverged", "message": "loss became nan"} if failed else None}

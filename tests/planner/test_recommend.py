@@ -101,10 +101,12 @@ def test_cli_recommend_and_report_on_a_stored_study(tmp_path):
     """`ptplan recommend --json` and `ptplan report` on an Optuna study of 30 finished trials (no training)."""
     import json
 
-    from test_study_cli import assert_clean_error, ptplan, synthetic_study, write_plan
+    from test_study_cli import assert_clean_error, ptplan, write_plan
+
+    from studies._synthetic import synthetic_study
 
     plan = write_plan(tmp_path)
-    synthetic_study(plan, 30)
+    synthetic_study(plan, 30, failed_every=7)
     proc = ptplan("recommend", plan, "--budget", 20, "--objective", "ood", "--json")
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout)
