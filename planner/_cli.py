@@ -124,11 +124,14 @@ app.add_typer(surrogate_app, name="surrogate")
 @surrogate_app.command("eval")
 def surrogate_eval(
     table: Annotated[str, typer.Argument(help="trial table (Parquet/CSV from `ptplan export`) with a `curves` column")],
+    curves: Annotated[Optional[list[str]], typer.Option(
+        help="curve points in one Parquet file (columns stage, compute, id, ood, loss and the trial's key columns "
+             "among suite, seed, arm, number), instead of the table's `curves` paths; repeatable")] = None,
 ) -> None:
     """Leave-one-trial-out accuracy of the curve and outcome models against the baselines."""
     from ._surrogate_cmd import surrogate_eval as run_eval
 
-    raise typer.Exit(run_eval(table, console))
+    raise typer.Exit(run_eval(table, console, curves or []))
 
 
 @app.command()

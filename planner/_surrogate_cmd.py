@@ -77,8 +77,37 @@ def _outcome_table(summary) -> Table:
     return table
 
 
-def surrogate_eval(source: str, console: Console) -> int:
-    """Evaluate both surrogates on a trial table file (Parquet or CSV with a `curves` column) and print them."""
+CURVE_KEYS = ("suite", "seed", "arm", "number")
+CURVE_COLUMNS = ("stage", "compute", "id", "ood", "loss")
+
+
+def read_curve_files(paths: list[str]) -> dict:
+    """SFT curves from long-format curve files, keyed by (file index, trial key columns...)."""
+    from surrogates import sft_curve
+
+    out = {}
+    for i, source in enumerate(paths):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"--curves {source}: no such file")
+        frame = _read_table(path)
+        missing = [c for c in CURVE_COLUMNS if c not in frame.columns]
+        keys = [c for c in CURVE_KEYS if c in frame.columns]
+        if missing or not keys:
+            raise ValueError(f"--curves {source}: not a curve-points file, missing column(s) "
+                             f"{', '.join(missing) or 'to identify trials: one of ' + ', '.join(CURVE_KEYS)}")
+        for key, part in frame.group_by(keys, maintain_order=True):
+            curve = sft_curve(part)
+            if curve is not None:
+                out[(i, *(str(k) for k in key))] = curve
+    return out
+
+
+def surrogate_eval(source: str, console: Console, curve_files: list[str] = ()) -> int:
+    """Evaluate both surrogates on a trial table file (Parquet or CSV with a `curves` column) and print them.
+
+    With `curve_files`, the curve models are scored on the SFT curves in those files instead of the
+    table's `curves` paths (the outcome models still use the table)."""
     from surrogates import evaluate
 
     path = Path(source)
@@ -89,6 +118,7 @@ def surrogate_eval(source: str, console: Console) -> int:
         missing = [c for c in ("id", "ood") if c not in table.columns]
         if missing:
             raise ValueError(f"{source}: not a trial table, missing column(s) {', '.join(missing)}")
+        curves = read_curve_files(list(curve_files)) if curve_files else None
     except Exception as err:  # unreadable file, wrong format: a bad input, not a crash
         console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         return EXIT_BAD_INPUT
@@ -96,7 +126,7 @@ def surrogate_eval(source: str, console: Console) -> int:
         def progress(phase: str, done: int, total: int) -> None:
             status.update(f"evaluating {phase}: {done}/{total} held out")
 
-        result = evaluate(table, base_dir=path.parent, progress=progress)
+        result = evaluate(table, curves=curves, base_dir=path.parent, progress=progress)
     console.print(_curve_table(result["curve"], result["counts"]))
     console.print(_outcome_table(result["outcome"]))
     counts = result["counts"]

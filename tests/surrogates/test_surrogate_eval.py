@@ -77,3 +77,25 @@ def test_surrogate_eval_reads_csv_and_refuses_bad_input(table_file, tmp_path):
     pl.DataFrame({"a": [1]}).write_parquet(tmp_path / "other.parquet")
     assert surrogate_eval(str(tmp_path / "other.parquet"), console) == 2
     assert "not a trial table" in console.export_text()
+
+
+def test_surrogate_eval_reads_curves_from_a_points_file(table_file, tmp_path):
+    """A recorded dataset ships its curves as one long Parquet file of points, keyed by suite/seed/number."""
+    table = pl.read_parquet(table_file).filter(pl.col("state") == "COMPLETE")
+    points = []
+    for number, path in zip(table["number"], table["curves"]):
+        if path:
+            frame = pl.read_parquet(table_file.parent / path)
+            points.append(frame.select("stage", "compute", "id", "ood", "loss").with_columns(
+                pl.lit("s").alias("suite"), pl.lit(number).alias("number")))
+    points_file = tmp_path / "points.parquet"
+    pl.concat(points).write_parquet(points_file)
+    no_paths = tmp_path / "table.parquet"
+    table.drop("curves").write_parquet(no_paths)
+    console = Console(record=True, width=220)
+    assert surrogate_eval(str(no_paths), console, [str(points_file)]) == 0
+    assert "8 scored" in console.export_text()
+    pl.DataFrame({"stage": ["sft"]}).write_parquet(tmp_path / "bad.parquet")
+    console = Console(record=True, width=220)
+    assert surrogate_eval(str(no_paths), console, [str(tmp_path / "bad.parquet")]) == 2
+    assert "bad.parquet: not a curve-points file, missing column(s) compute" in console.export_text()
