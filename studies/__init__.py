@@ -15,6 +15,8 @@ _EXPORTS = {
     # storage and study
     "StorageSpec": "_storage", "open_storage": "_storage", "default_storage": "_storage", "mask": "_storage",
     "SAMPLERS": "_study", "PRUNERS": "_study", "open_study": "_study", "check_identity": "_study",
+    # surrogate-guided search and multi-objective pruning
+    "SurrogateSampler": "_surrogate_sampler", "DominatedPruner": "_prune",
     # objective and workers
     "TrialObjective": "_objective", "Lease": "_objective",
     "Session": "_worker", "open_session": "_worker", "work": "_worker", "run_study": "_worker",

@@ -39,19 +39,23 @@ def _int(value: Any) -> bool:
 
 @dataclass
 class ObjectiveConfig:
-    """`multi`: maximize (ID, OOD); `weighted`: maximize (1 - w) * ID + w * OOD, with a pruner."""
+    """`multi`: maximize (ID, OOD), prunable with `pruner: dominated`; `weighted`: maximize
+    (1 - w) * ID + w * OOD, with one of Optuna's pruners."""
 
     kind: str = "multi"
     ood_weight: float = 0.5
     pruner: str = "median"
 
     def __post_init__(self):
-        from ._study import PRUNERS
+        from ._study import MULTI_PRUNERS, PRUNERS
 
         _check(self.kind in OBJECTIVES, "kind", f"must be one of {', '.join(OBJECTIVES)}", self.kind)
         _check(isinstance(self.ood_weight, (int, float)) and not isinstance(self.ood_weight, bool)
                and 0.0 <= self.ood_weight <= 1.0, "ood_weight", "must be a number in [0, 1]", self.ood_weight)
         _check(self.pruner in PRUNERS, "pruner", f"must be one of {', '.join(PRUNERS)}", self.pruner)
+        _check(self.kind == "multi" or self.pruner not in MULTI_PRUNERS, "pruner",
+               "`dominated` prunes against the (ID, OOD) Pareto front and needs `kind: multi`; a weighted "
+               f"objective takes {', '.join(p for p in PRUNERS if p not in MULTI_PRUNERS)}", self.pruner)
 
 
 @dataclass
@@ -75,7 +79,7 @@ class StudyConfig:
     name: str | None = None
     dir: str | None = None
     storage: str | None = None
-    sampler: str = "tpe"
+    sampler: str = "tpe"  # tpe | gp | nsga2 | random | grid | surrogate (outcome-model expected improvement)
     seed: int | None = None
     trials: int | None = None
     retries: int = 2

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 HOST = socket.gethostname()
 LEASE_ATTR = "lease"
 FAILURE_ATTR = "failure"
-RECORD_ATTRS = ("allocation", "ledger", "final", "ood_peak", "curves", "compute_saved", "timings", "wall_seconds")
+RECORD_ATTRS = ("allocation", "ledger", "final", "ood_peak", "curves", "compute_saved", "timings", "wall_seconds",
+                "checkpoints")
 
 
 def worker_name() -> str:
@@ -143,8 +144,9 @@ class TrialObjective:
             lease = Lease(trial, self.lease_interval) if self.lease_interval else _NoLease()
             self.echo(f"trial {number} started: {self.plan.space.describe(values)}")
             started = time.perf_counter()
+            reporter = self._reporter(trial, config)
             with lease:
-                result = self._run_trial()(config, out, self.run_dir / "stages", on_point=self._reporter(trial, config),
+                result = self._run_trial()(config, out, self.run_dir / "stages", on_point=reporter,
                                            on_progress=progress_writer(out, config))
         except TrialFailed as err:
             pruned = isinstance(err.__cause__, optuna.TrialPruned)
@@ -165,6 +167,7 @@ class TrialObjective:
             self._mark(trial, "error", f"{type(err).__name__}: {err}")
             raise
         self._record(trial, result, out)
+        trial.set_user_attr("checkpoints", reporter.checkpoints)
         final = result["final"]
         wall = time.perf_counter() - started
         trial.set_user_attr("wall_seconds", wall)
@@ -210,27 +213,46 @@ class TrialObjective:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
-    def _reporter(self, trial, config):
-        """Weighted objective: report the running score at each tenth of the budget, so pruners can act."""
-        obj = self.plan.study.objective
-        if obj.kind != "weighted":
-            return None
+    def _reporter(self, trial, config) -> "_Reporter":
+        return _Reporter(self.plan, trial, config)
+
+
+class _Reporter:
+    """The `on_point` callback: (ID, OOD) at each tenth of the budget, kept as the `checkpoints`
+    record; a weighted objective reports the running score to Optuna's pruner, a multi-objective
+    one with `pruner: dominated` asks `DominatedPruner` against the COMPLETE trials' checkpoints."""
+
+    def __init__(self, plan: "StudyPlan", trial, config):
+        obj = plan.study.objective
+        self.trial, self.obj, self.total = trial, obj, config.budget.total
+        self.checkpoints: dict[str, list[float]] = {}
+        self.pruner = None
+        if obj.kind == "multi" and obj.pruner == "dominated":
+            from ._prune import DominatedPruner
+
+            self.pruner = DominatedPruner()
+
+    def __call__(self, point) -> None:
         import optuna
 
-        total = config.budget.total
-        done: set[int] = set()
-
-        def on_point(point) -> None:
-            if point.stage == "start":
-                return
-            value = (1.0 - obj.ood_weight) * point.id + obj.ood_weight * point.ood
-            reached = min(REPORT_STEPS, int(point.compute / total * REPORT_STEPS + 1e-9))
-            for step in range(1, reached + 1):
-                if step not in done:
-                    done.add(step)
-                    trial.report(value, step)
-            if done and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at {max(done) / REPORT_STEPS:.0%} of the budget "
+        if point.stage == "start":
+            return
+        reached = min(REPORT_STEPS, int(point.compute / self.total * REPORT_STEPS + 1e-9))
+        new = [step for step in range(1, reached + 1) if str(step) not in self.checkpoints]
+        for step in new:
+            self.checkpoints[str(step)] = [point.id, point.ood]
+        if self.obj.kind == "weighted":
+            value = (1.0 - self.obj.ood_weight) * point.id + self.obj.ood_weight * point.ood
+            for step in new:
+                self.trial.report(value, step)
+            if self.checkpoints and self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at {len(self.checkpoints) / REPORT_STEPS:.0%} of the budget "
                                          f"(score {value:.3f})")
+        elif self.pruner is not None and new and reached < REPORT_STEPS:
+            from ._prune import checkpoint_history
 
-        return on_point
+            done = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            history, front = checkpoint_history(done)
+            prune, reason = self.pruner.should_prune(reached / REPORT_STEPS, (point.id, point.ood), history, front)
+            if prune:
+                raise optuna.TrialPruned(f"pruned at {reached / REPORT_STEPS:.0%} of the budget: {reason}")

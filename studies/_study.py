@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from ._config import StudyPlan
 
-REPORT_STEPS = 10  # weighted objective: intermediate values at each tenth of the budget
+REPORT_STEPS = 10  # intermediate scores at each tenth of the budget (pruning, `checkpoints` user attr)
 IDENTITY_ATTR, FINGERPRINT_ATTR, SOURCE_ATTR = "ptplan_identity", "ptplan_fingerprint", "ptplan_source"
 
 
@@ -46,8 +46,15 @@ def _grid(plan, seed):
     return optuna.samplers.GridSampler(plan.space.grid_space(), seed=seed)
 
 
+def _surrogate(plan, seed):
+    from ._surrogate_sampler import SurrogateSampler
+
+    return SurrogateSampler(plan, seed=seed)
+
+
 # name -> factory(plan, seed); one registry, the plan validator reads its keys.
-SAMPLERS: dict[str, Callable] = {"tpe": _tpe, "gp": _gp, "nsga2": _nsga2, "random": _random, "grid": _grid}
+SAMPLERS: dict[str, Callable] = {"tpe": _tpe, "gp": _gp, "nsga2": _nsga2, "random": _random, "grid": _grid,
+                                 "surrogate": _surrogate}
 
 
 def _median():
@@ -74,8 +81,17 @@ def _nop():
     return optuna.pruners.NopPruner()
 
 
+def _dominated():
+    """Multi-objective only: Optuna's pruners are single-objective, so Optuna gets none and the
+    objective consults `studies._prune.DominatedPruner` itself."""
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
 PRUNERS: dict[str, Callable] = {"median": _median, "hyperband": _hyperband, "successive_halving": _halving,
-                                "none": _nop}
+                                "none": _nop, "dominated": _dominated}
+MULTI_PRUNERS = ("dominated",)  # the pruners a multi-objective study takes; the others need `kind: weighted`
 
 
 def sampler_seed(plan: "StudyPlan", index: int | None) -> int | None:
