@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 TARGETS = ("id", "ood", "ood_peak_fraction")
 BASE_FEATURES = ("share_cpt", "share_sft", "share_rl", "rank_cpt", "rank_sft", "rank_rl", "budget_total",
-                 "parameters", "budget_unit")
+                 "parameters", "budget_unit", "suite")  # `suite`: tables that pool several studies' suites
 LOG_COLUMNS = ("budget_total", "parameters")
 FULL_RANK_CODE = 12.0  # rank 0 = full fine-tuning, encoded as log2 rank 4096: more capacity than any adapter
 NOT_FITTED = ("This {name} is not fitted yet: call fit(table) first with the study's trial table "

@@ -106,3 +106,15 @@ def test_fitting_is_fast_enough_for_large_studies():
 def test_surrogates_never_import_torch():
     code = "import sys, surrogates; surrogates.OutcomeModel; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_pooled_table_uses_the_suite_as_a_feature():
+    """Tables pooling several suites (the recorded benchmark data) keep them apart."""
+    a = synthetic_table(30, seed=0).with_columns(pl.lit("dna").alias("suite"))
+    b = synthetic_table(30, seed=1).with_columns(pl.lit("rna").alias("suite"), pl.col("ood") + 0.5)
+    model = OutcomeModel().fit(pl.concat([a, b]))
+    assert "suite=dna" in model.feature_names_ and "suite=rna" in model.feature_names_
+    probe = synthetic_table(6, seed=2)
+    ood_dna = model.predict(probe.with_columns(pl.lit("dna").alias("suite")))[:, 1]
+    ood_rna = model.predict(probe.with_columns(pl.lit("rna").alias("suite")))[:, 1]
+    assert np.all(ood_rna - ood_dna > 0.3)
