@@ -66,13 +66,23 @@ ARMS: dict[str, tuple[str, dict]] = {
     "short-sft/r4/r4": ("CPT 30%, SFT 10% (LoRA 4), RL 60% (LoRA 4)",
                         {"allocation.shares": {"cpt": 0.3, "sft": 0.1, "rl": 0.6}, "allocation.sft.rank": 4}),
 }
+# RL levers for (c), from the mid-sft arm's SFT checkpoint (reused): a larger RL learning rate, a larger
+# RL adapter, and a strong KL anchor to the SFT model
+RL_ARMS = {
+    "mid-sft/full/r4 rl-lr3e-4": ("as mid-sft/full/r4, RL lr 3e-4", {"allocation.rl.lr": 3.0e-4}),
+    "mid-sft/full/r16 rl-lr3e-4": ("as mid-sft/full/r4, RL LoRA 16 at lr 3e-4",
+                                   {"allocation.rl.lr": 3.0e-4, "allocation.rl.rank": 16}),
+    "mid-sft/full/r4 rl-lr1e-3-kl0.2": ("as mid-sft/full/r4, RL lr 1e-3 with KL weight beta 0.2",
+                                        {"allocation.rl.lr": 1.0e-3, "allocation.rl.beta": 0.2}),
+}
+ARMS.update(RL_ARMS)
 SPLIT_ARMS = ("short-sft/full/r4", "mid-sft/full/r4", "long-sft/full/r4", "short-sft/r4/r4")
 
 
 def arm_config(arm: str, seed: int) -> dict:
     data = copy.deepcopy(BASE)
     data["seed"] = seed
-    data["name"] = f"dynamics-{arm.replace('/', '_')}-s{seed}"
+    data["name"] = f"dynamics-{arm.replace('/', '_').replace(' ', '_')}-s{seed}"
     for path, value in ARMS[arm][1].items():
         node = data
         *head, last = path.split(".")
@@ -87,7 +97,7 @@ def run_arm(args: tuple[str, int, str]) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from stages import TrialConfig, TrialFailed, run_trial
 
-    out = Path(runs) / f"s{seed}" / arm.replace("/", "_")
+    out = Path(runs) / f"s{seed}" / arm.replace("/", "_").replace(" ", "_")
     store = Path(runs) / f"s{seed}" / "stages"
     if (out / "result.json").exists() and json.loads((out / "result.json").read_text()).get("status") == "complete":
         return json.loads((out / "result.json").read_text()) | {"arm": arm, "seed_": seed, "out": str(out)}
@@ -171,8 +181,8 @@ def analyse(results: list[dict], seeds: list[int], out_dir: Path) -> str:
                      f"peak < 60%, drop >= 0.03) |")
 
     # (c) RL raises OOD from the SFT checkpoint
-    for arm in SPLIT_ARMS:
-        gains, ends = [], []
+    for arm in (*SPLIT_ARMS, *RL_ARMS):
+        gains = []
         for s in seeds:
             if (arm, s) not in curves:
                 continue

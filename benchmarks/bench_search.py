@@ -99,6 +99,9 @@ def _init(plan, tables, cap, horizon, max_trials):
                   truth={k: grid_truth(rows) for k, (rows, _) in tables.items()})
 
 
+STALL = 10  # stop a replay after this many proposals in a row that cost nothing (cells already paid for)
+
+
 def run_one(job: tuple[str, tuple[str, int], int]) -> tuple:
     """One replay: (strategy, table, seed) -> (job, RepResult, hypervolume curve, seconds)."""
     name, key, seed = job
@@ -117,6 +120,8 @@ def run_one(job: tuple[str, tuple[str, int], int]) -> tuple:
             return False
         if ledger.entries[-1].hypervolume >= truth.hypervolume * (1 - 1e-9):
             return True
+        if len(ledger.entries) > STALL and ledger.entries[-1 - STALL].compute >= ledger.compute:
+            return True  # the last STALL proposals were all paid for already: the strategy has stalled
         return ledger.compute >= horizon and ledger.compute_to("ood", t_ood) is not None \
             and ledger.compute_to("weighted", t_w) is not None
 

@@ -52,7 +52,7 @@ class DominatedPruner:
         steps: report steps per budget (a tenth each).
     """
 
-    def __init__(self, *, n_startup: int = 5, min_step: int = 3, level: float = 0.9, steps: int = REPORT_STEPS):
+    def __init__(self, *, n_startup: int = 5, min_step: int = 3, level: float = 0.97, steps: int = REPORT_STEPS):
         if not (isinstance(n_startup, int) and n_startup >= 2):
             raise ValueError(f"n_startup must be an integer >= 2, got {n_startup!r}")
         if not (isinstance(min_step, int) and 1 <= min_step <= steps):
@@ -82,6 +82,10 @@ class DominatedPruner:
         if len(xs) < self.n_startup:
             return None
         x, y = np.array(xs), np.array(ys)
+        if (np.ptp(x, axis=0) <= 1e-12).any():
+            # every trial had the same score here (e.g. a shared CPT stage): the score says nothing
+            # about this trial's final, so there is no evidence to prune on
+            return None
         (pid, uid), (pood, uood) = (_upper_bound(x[:, j], y[:, j], float(current[j]), self.level) for j in (0, 1))
         return {"n": len(xs), "pred": (pid, pood), "upper": (uid, uood)}
 
@@ -98,7 +102,7 @@ class DominatedPruner:
         got = self.predict(step, current, history)
         if got is None:
             return False, (f"fewer than {self.n_startup} COMPLETE trials with a score at {step}/{self.steps} "
-                           "of the budget")
+                           "of the budget, or their scores there are all equal (nothing to predict from)")
         uid, uood = got["upper"]
         said = (f"predicted final ID <= {uid:.3f}, OOD <= {uood:.3f} ({self.level:.0%} upper bounds from "
                 f"{got['n']} trials, score at {step / self.steps:.0%} of the budget: ID {current[0]:.3f}, "

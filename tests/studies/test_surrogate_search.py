@@ -225,6 +225,17 @@ def test_does_not_prune_a_trajectory_that_could_still_reach_the_front():
     assert "not dominated" in reason
 
 
+def test_nothing_is_pruned_where_every_trial_scored_the_same():
+    """A shared prefix (one CPT checkpoint reused by every trial) says nothing about a trial's final."""
+    history = ramp_history(FINALS + [(0.2, 0.2)] * 3)
+    for h in history:
+        h["checkpoints"]["4"] = [0.1, 0.3]  # every trial was still in the shared CPT stage at 40%
+    front = pareto_points([h["final"] for h in history])
+    prune, reason = DominatedPruner().should_prune(0.4, (0.1, 0.3), history, front)
+    assert not prune and "all equal" in reason
+    assert DominatedPruner().should_prune(0.5, (0.05, 0.05), history, front)[0]  # past the prefix: evidence
+
+
 def test_nothing_is_pruned_before_n_startup_trials_or_min_step():
     history = ramp_history(FINALS)
     front = pareto_points([h["final"] for h in history])
