@@ -408,7 +408,11 @@ class TrialRunner:
                 model = model.to("cuda")
             self.ledger.stages[name].spent = Spend(**record["spent"])
             self.ledger.stages[name].reused = True
-            self.points += [CurvePoint(**p) for p in record["points"]]
+            reused = [CurvePoint(**p) for p in record["points"]]
+            self.points += reused
+            for point in reused:  # callers see the same curve whether a stage was trained or reused
+                if self.on_point:
+                    self.on_point(point)
             log.info("stage %s: reusing checkpoint %s (%s)", name, folder, record["status"])
         else:
             stage_points_from = len(self.points)

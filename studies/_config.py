@@ -44,11 +44,14 @@ class ObjectiveConfig:
 
     kind: str = "multi"
     ood_weight: float = 0.5
-    pruner: str = "median"
+    pruner: str | None = None  # default: `dominated` for multi, `median` for weighted; `none` on a grid
+    defaulted: bool = field(default=False, init=False, repr=False, compare=False)  # pruner not given
 
     def __post_init__(self):
         from ._study import MULTI_PRUNERS, PRUNERS
 
+        if self.pruner is None:
+            self.pruner, self.defaulted = ("dominated" if self.kind == "multi" else "median"), True
         _check(self.kind in OBJECTIVES, "kind", f"must be one of {', '.join(OBJECTIVES)}", self.kind)
         _check(isinstance(self.ood_weight, (int, float)) and not isinstance(self.ood_weight, bool)
                and 0.0 <= self.ood_weight <= 1.0, "ood_weight", "must be a number in [0, 1]", self.ood_weight)
@@ -79,7 +82,7 @@ class StudyConfig:
     name: str | None = None
     dir: str | None = None
     storage: str | None = None
-    sampler: str = "tpe"  # tpe | gp | nsga2 | random | grid | surrogate (outcome-model expected improvement)
+    sampler: str = "surrogate"  # surrogate (outcome-model expected improvement) | tpe | gp | nsga2 | random | grid
     seed: int | None = None
     trials: int | None = None
     retries: int = 2
@@ -93,6 +96,8 @@ class StudyConfig:
         from ._study import SAMPLERS
 
         _check(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}", self.sampler)
+        if self.sampler == "grid" and self.objective.defaulted:
+            self.objective.pruner = "none"  # a grid runs every cell to the end unless told to prune
         _check(self.name is None or (isinstance(self.name, str) and self.name.strip()), "name",
                "must be a non-empty string", self.name)
         _check(self.dir is None or (isinstance(self.dir, str) and self.dir.strip()), "dir",

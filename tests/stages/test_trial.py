@@ -241,3 +241,16 @@ def test_predicted_peak_policy_decides_from_the_curve(tiny_config, tmp_path):
     assert decide(None) is not None and "peak" in decide(None)
     curve([0.0, 0.10, 0.20, 0.30])  # still rising steeply at 3/8
     assert decide(None) is None
+
+
+def test_a_reused_stage_reports_its_recorded_points(tiny_config, tmp_path):
+    """A sibling trial reusing a stage's checkpoint streams the same points to `on_point` as the trial
+    that trained it, so pruners and reporters see one curve whether a stage was trained or reused."""
+    cfg = tiny_config(allocation={"shares": {"cpt": 0.5, "sft": 0.5, "rl": 0.0}}, budget={"total": 8e10})
+    first, second = [], []
+    run_trial(cfg, tmp_path / "a", tmp_path / "store", on_point=first.append)
+    res = run_trial(cfg, tmp_path / "b", tmp_path / "store", on_point=second.append)
+    assert res["stages"]["cpt"]["reused"] and res["stages"]["sft"]["reused"]
+    assert [p.stage for p in first].count("sft") >= 2
+    key = [(p.stage, p.step, p.compute, p.id, p.ood) for p in first]
+    assert [(p.stage, p.step, p.compute, p.id, p.ood) for p in second] == key

@@ -23,9 +23,17 @@ def plan(study=None, **top):
     return StudyPlan.from_mapping(data)
 
 
+def test_default_pruner_follows_the_objective_and_a_grid_runs_every_cell():
+    assert plan(study={"objective": {"kind": "weighted"}}).study.objective.pruner == "median"
+    grid = {"sampler": "grid", "search": {"allocation.sft.rank": {"choices": [4, 16]}}}
+    assert plan(study=grid).study.objective.pruner == "none"
+    assert plan(study={**grid, "objective": {"pruner": "dominated"}}).study.objective.pruner == "dominated"
+
+
 def test_defaults_search_the_shares_of_the_stages_the_plan_runs():
     sp = plan()
-    assert sp.study.sampler == "tpe" and sp.study.objective.kind == "multi" and sp.directions == ["maximize"] * 2
+    assert sp.study.sampler == "surrogate" and sp.study.objective.kind == "multi" and sp.directions == ["maximize"] * 2
+    assert sp.study.objective.pruner == "dominated"  # the default search benchmarks/bench_search.py measures
     assert set(sp.space.params) == {"allocation.shares.cpt", "allocation.shares.sft_of_rest"}
     assert sp.target() == 20 and sp.target(3) == 3
 
