@@ -23,7 +23,6 @@ Effects (issue 7), each judged on per-seed values:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import statistics
@@ -80,17 +79,11 @@ SPLIT_ARMS = ("short-sft/full/r4", "mid-sft/full/r4", "long-sft/full/r4", "short
 
 
 def arm_config(arm: str, seed: int) -> dict:
-    data = copy.deepcopy(BASE)
-    data["seed"] = seed
-    data["name"] = f"dynamics-{arm.replace('/', '_').replace(' ', '_')}-s{seed}"
-    for path, value in ARMS[arm][1].items():
-        node = data
-        *head, last = path.split(".")
-        for key in head:
-            node = node[key]
-        node[last] = value
-    return data
+    from stages import apply_overrides
 
+    name = f"dynamics-{arm.replace('/', '_').replace(' ', '_')}-s{seed}"
+    changes = {**ARMS[arm][1], "seed": seed, "name": name}
+    return apply_overrides(BASE, [f"{path}={json.dumps(value)}" for path, value in changes.items()])
 
 def run_arm(args: tuple[str, int, str]) -> dict:
     arm, seed, runs = args
@@ -116,33 +109,26 @@ def curve_of(out: str):
 
 def sft_stats(curve) -> dict:
     """ID and OOD at the start and end of SFT, the OOD peak and its fraction of the SFT slice."""
-    import polars as pl
+    from surrogates import peak_of, sft_curve
 
-    sft = curve.filter(pl.col("stage") == "sft")
-    before = curve.filter(pl.col("stage").is_in(["start", "cpt"])).tail(1)
-    start_c = before["compute"][0]
-    span = sft["compute"][-1] - start_c
-    pts = pl.concat([before, sft])
-    ood, cmp = pts["ood"].to_list(), pts["compute"].to_list()
-    k = max(range(len(ood)), key=lambda i: (ood[i], -i))
-    return {"id_start": pts["id"][0], "id_end": pts["id"][-1], "ood_start": ood[0], "ood_end": ood[-1],
-            "ood_peak": ood[k], "peak_fraction": (cmp[k] - start_c) / span if span > 0 else 0.0}
+    sft = sft_curve(curve)
+    peak = peak_of(sft)
+    return {"id_start": sft["id"][0], "id_end": sft["id"][-1], "ood_start": sft["ood"][0], "ood_end": sft["ood"][-1],
+            "ood_peak": peak["value"], "peak_fraction": peak["fraction"]}
 
 
 def ood_at_sft_compute(curve, sft_compute: float) -> float:
     """OOD at the SFT evaluation nearest to `sft_compute` FLOPs into SFT."""
-    import polars as pl
+    from surrogates import sft_curve
 
-    sft = curve.filter(pl.col("stage") == "sft")
-    before = curve.filter(pl.col("stage").is_in(["start", "cpt"])).tail(1)
-    into = (sft["compute"] - before["compute"][0]).to_list()
+    sft = sft_curve(curve)
+    into = (sft["compute"] - sft["compute"][0]).to_list()[1:]  # SFT's own evaluations, not the point before
     i = min(range(len(into)), key=lambda j: abs(into[j] - sft_compute))
-    return sft["ood"][i]
+    return sft["ood"][i + 1]
 
 
 def msd(xs: list[float]) -> str:
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):.3f} ± {sd:.3f} [{min(xs):.3f}, {max(xs):.3f}]"
+    return f"{statistics.mean(xs):.3f} ± {sd(xs):.3f} [{min(xs):.3f}, {max(xs):.3f}]"
 
 
 def sd(xs: list[float]) -> float:

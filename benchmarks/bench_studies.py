@@ -34,14 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PTPLAN = [sys.executable, "-m", "planner._cli"]
-MICRO_SETS = [
-    "data.sizes={cpt: 16, sft: 16, rl: 4, id_test: 8, ood_test: 8}",
-    "allocation.cpt.batch_size=16", "allocation.cpt.warmup_steps=0",
-    "allocation.sft.batch_size=16", "allocation.sft.warmup_steps=0",
-    "allocation.rl.batch_size=4", "allocation.rl.generations=2", "allocation.rl.max_completion_length=8",
-    "allocation.rl.warmup_steps=0", "allocation.rl.rank=4",
-    "eval={points: {cpt: 1, sft: 1, rl: 1}, batch_size: 16}", "device=cpu",
-]
+
+from studies._synthetic import MICRO_SETS  # noqa: E402 - micro trial sizes as `--set` overrides
 
 
 def _sets(items):

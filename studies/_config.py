@@ -44,18 +44,16 @@ class ObjectiveConfig:
 
     kind: str = "multi"
     ood_weight: float = 0.5
-    pruner: str | None = None  # default: `dominated` for multi, `median` for weighted; `none` on a grid
-    defaulted: bool = field(default=False, init=False, repr=False, compare=False)  # pruner not given
+    pruner: str | None = None  # None: the study's default (StudyConfig.default_pruner)
 
     def __post_init__(self):
         from ._study import MULTI_PRUNERS, PRUNERS
 
-        if self.pruner is None:
-            self.pruner, self.defaulted = ("dominated" if self.kind == "multi" else "median"), True
         _check(self.kind in OBJECTIVES, "kind", f"must be one of {', '.join(OBJECTIVES)}", self.kind)
         _check(isinstance(self.ood_weight, (int, float)) and not isinstance(self.ood_weight, bool)
                and 0.0 <= self.ood_weight <= 1.0, "ood_weight", "must be a number in [0, 1]", self.ood_weight)
-        _check(self.pruner in PRUNERS, "pruner", f"must be one of {', '.join(PRUNERS)}", self.pruner)
+        _check(self.pruner is None or self.pruner in PRUNERS, "pruner", f"must be one of {', '.join(PRUNERS)}",
+               self.pruner)
         _check(self.kind == "multi" or self.pruner not in MULTI_PRUNERS, "pruner",
                "`dominated` prunes against the (ID, OOD) Pareto front and needs `kind: multi`; a weighted "
                f"objective takes {', '.join(p for p in PRUNERS if p not in MULTI_PRUNERS)}", self.pruner)
@@ -91,13 +89,19 @@ class StudyConfig:
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     search: dict[str, Any] | None = None
 
+    def default_pruner(self) -> str:
+        """A grid runs every cell to the end; otherwise `dominated` (multi) or `median` (weighted)."""
+        if self.sampler == "grid":
+            return "none"
+        return "dominated" if self.objective.kind == "multi" else "median"
+
     def __post_init__(self):
         from ._storage import check_storage_url
         from ._study import SAMPLERS
 
         _check(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}", self.sampler)
-        if self.sampler == "grid" and self.objective.defaulted:
-            self.objective.pruner = "none"  # a grid runs every cell to the end unless told to prune
+        if self.objective.pruner is None:
+            self.objective.pruner = self.default_pruner()
         _check(self.name is None or (isinstance(self.name, str) and self.name.strip()), "name",
                "must be a non-empty string", self.name)
         _check(self.dir is None or (isinstance(self.dir, str) and self.dir.strip()), "dir",

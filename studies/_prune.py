@@ -9,7 +9,7 @@ one-sided conformal upper bound from leave-one-out residuals. Pure Python and nu
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -114,15 +114,15 @@ class DominatedPruner:
         return False, f"{said} not dominated by the front"
 
 
-def pareto_points(points: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
-    """Non-dominated (ID, OOD) pairs (maximize both)."""
+def pareto_points(points: Iterable[Sequence[float]]) -> list[tuple[float, float]]:
+    """Non-dominated finite (ID, OOD) pairs (maximize both), by ID ascending (so OOD descending)."""
     pts = sorted({p for p in map(_pair, points) if p is not None}, key=lambda p: (-p[0], -p[1]))
     front, best = [], -math.inf
     for p in pts:
         if p[1] > best:
             front.append(p)
             best = p[1]
-    return front
+    return front[::-1]
 
 
 def checkpoint_history(trials) -> tuple[list[dict], list[tuple[float, float]]]:

@@ -16,6 +16,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from ._prune import pareto_points
+
 STAGES = ("cpt", "sft", "rl")
 STAGE_ORDER = {"start": 0, "cpt": 1, "sft": 2, "rl": 3}
 REPORT_STEPS = 10  # as studies._study.REPORT_STEPS: scores at each tenth of the trial budget
@@ -63,20 +65,10 @@ def weighted(id_: float, ood: float, w: float = OOD_WEIGHT) -> float:
 
 
 # -- Pareto front and hypervolume (maximize ID and OOD, reference (0, 0)) ----------------------------
-def pareto(points: Iterable[Sequence[float]]) -> list[tuple[float, float]]:
-    """Non-dominated (ID, OOD) pairs, by ID ascending (so OOD descending)."""
-    front, best = [], -math.inf
-    for p in sorted({(float(a), float(b)) for a, b in points}, key=lambda p: (-p[0], -p[1])):
-        if p[1] > best:
-            front.append(p)
-            best = p[1]
-    return front[::-1]
-
-
 def hypervolume(points: Iterable[Sequence[float]]) -> float:
     """Area dominated by the (ID, OOD) points above the reference (0, 0)."""
     area, x0 = 0.0, 0.0
-    for i, o in pareto(points):  # slab (x0, i] at height o
+    for i, o in pareto_points(points):  # slab (x0, i] at height o
         i, o = max(i, 0.0), max(o, 0.0)
         area += max(i - x0, 0.0) * o
         x0 = max(x0, i)
@@ -542,7 +534,7 @@ class OptunaStrategy(Strategy):
                 self._trial.report(value, s)
             return bool(self._checkpoints) and self._trial.should_prune()
         if self.dominated is not None and new and reached < REPORT_STEPS:
-            front = pareto(h["final"] for h in self._history)
+            front = pareto_points(h["final"] for h in self._history)
             prune, _ = self.dominated.should_prune(reached / REPORT_STEPS, (point.id, point.ood), self._history, front)
             return prune
         return False

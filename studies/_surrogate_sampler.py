@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
+from ._prune import pareto_points
 from ._space import SHARE_PARAMS, Param
 
 if TYPE_CHECKING:
@@ -43,19 +44,6 @@ def _distribution(p: Param):
 
 def _key(params: dict[str, Any], names: list[str]) -> tuple:
     return tuple(round(v, 12) if isinstance(v, float) else v for v in (params.get(n) for n in names))
-
-
-def _front(points: np.ndarray) -> np.ndarray:
-    """Non-dominated rows of an (n, 2) array (maximize both), sorted by the first column ascending."""
-    if not len(points):
-        return points.reshape(0, 2)
-    order = np.lexsort((-points[:, 1], -points[:, 0]))  # ID descending, then OOD descending
-    keep, best = [], -np.inf
-    for i in order:
-        if points[i, 1] > best:
-            keep.append(i)
-            best = points[i, 1]
-    return points[keep][::-1]
 
 
 def hypervolume_improvement(samples: np.ndarray, front: np.ndarray) -> np.ndarray:
@@ -177,7 +165,7 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
             observed = np.array([t.values[:2] for t in complete], dtype=float)
             if running:  # constant liar: a running trial is believed to land where the model predicts
                 observed = np.vstack([observed, model.predict(self.table(running, None, multi))[:, :2]])
-            front = _front(observed)
+            front = np.array(pareto_points(observed), dtype=float).reshape(-1, 2)
             z = rng.standard_normal((MC_SAMPLES, 2))  # common random numbers across candidates
             draws = mean[:, None, :2] + std[:, None, :2] * z[None]
             score = hypervolume_improvement(np.clip(draws, 0.0, 1.0), front).mean(1)

@@ -6,6 +6,17 @@ from __future__ import annotations
 
 import random
 
+# Micro trial sizes as `--set` overrides: shrink any plan (e.g. paper-epoch-split) to real trials of a
+# few seconds on a CPU (tests/studies and benchmarks/bench_studies.py).
+MICRO_SETS = [
+    "data.sizes={cpt: 16, sft: 16, rl: 4, id_test: 8, ood_test: 8}",
+    "allocation.cpt.batch_size=16", "allocation.cpt.warmup_steps=0",
+    "allocation.sft.batch_size=16", "allocation.sft.warmup_steps=0",
+    "allocation.rl.batch_size=4", "allocation.rl.generations=2", "allocation.rl.max_completion_length=8",
+    "allocation.rl.warmup_steps=0", "allocation.rl.rank=4",
+    "eval={points: {cpt: 1, sft: 1, rl: 1}, batch_size: 16}", "device=cpu",
+]
+
 
 def synthetic_study(plan_path, n: int, failed_every: int = 10):
     """SYNTHETIC storage load: `n` finished trials carrying ptplan's user attrs (every

@@ -9,8 +9,9 @@ import math
 import pytest
 
 from studies import StudyPlan
+from studies._prune import pareto_points
 from studies._replay import (STRATEGIES, GridOracle, GridOrder, Ledger, Observation, Strategy, grid_truth,
-                             heuristic_params, hypervolume, pareto, replay, score, synthetic_grid)
+                             heuristic_params, hypervolume, replay, score, synthetic_grid)
 
 from conftest import MICRO
 
@@ -199,7 +200,7 @@ def obs(id_, ood, charged, state="COMPLETE"):
 def test_metrics_on_a_hand_made_ledger():
     assert hypervolume([(0.5, 0.5)]) == pytest.approx(0.25)
     assert hypervolume([(1.0, 0.2), (0.2, 1.0), (0.1, 0.1)]) == pytest.approx(0.2 * 1.0 + 0.8 * 0.2)
-    assert pareto([(1.0, 0.2), (0.2, 1.0), (0.1, 0.1)]) == [(0.2, 1.0), (1.0, 0.2)]
+    assert pareto_points([(1.0, 0.2), (0.2, 1.0), (0.1, 0.1)]) == [(0.2, 1.0), (1.0, 0.2)]
     ledger = Ledger()
     for o in (obs(0.9, 0.1, 10), obs(0, 0, 5, "PRUNED"), obs(0.2, 0.6, 10), obs(0.5, 0.7, 10)):
         ledger.add(o)
