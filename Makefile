@@ -24,9 +24,10 @@ demo: $(STAMP)
 	$(BIN)/ptplan report quick
 
 # One torch thread per process: tests start several training processes on 2 cores, and
-# oversubscribed OpenMP threads slowed them 60x here.
+# oversubscribed OpenMP threads slowed them 60x here. PYTHONSAFEPATH keeps the repository root off
+# sys.path, so tests import the installed `ptplan` namespace, never the bare folders.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 PYTHONSAFEPATH=1 $(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -79,7 +79,7 @@ SPLIT_ARMS = ("short-sft/full/r4", "mid-sft/full/r4", "long-sft/full/r4", "short
 
 
 def arm_config(arm: str, seed: int) -> dict:
-    from stages import apply_overrides
+    from ptplan.stages import apply_overrides
 
     name = f"dynamics-{arm.replace('/', '_').replace(' ', '_')}-s{seed}"
     changes = {**ARMS[arm][1], "seed": seed, "name": name}
@@ -88,7 +88,7 @@ def arm_config(arm: str, seed: int) -> dict:
 def run_arm(args: tuple[str, int, str]) -> dict:
     arm, seed, runs = args
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from stages import TrialConfig, TrialFailed, run_trial
+    from ptplan.stages import TrialConfig, TrialFailed, run_trial
 
     out = Path(runs) / f"s{seed}" / arm.replace("/", "_").replace(" ", "_")
     store = Path(runs) / f"s{seed}" / "stages"
@@ -109,7 +109,7 @@ def curve_of(out: str):
 
 def sft_stats(curve) -> dict:
     """ID and OOD at the start and end of SFT, the OOD peak and its fraction of the SFT slice."""
-    from surrogates import peak_of, sft_curve
+    from ptplan.surrogates import peak_of, sft_curve
 
     sft = sft_curve(curve)
     peak = peak_of(sft)
@@ -119,7 +119,7 @@ def sft_stats(curve) -> dict:
 
 def ood_at_sft_compute(curve, sft_compute: float) -> float:
     """OOD at the SFT evaluation nearest to `sft_compute` FLOPs into SFT."""
-    from surrogates import sft_curve
+    from ptplan.surrogates import sft_curve
 
     sft = sft_curve(curve)
     into = (sft["compute"] - sft["compute"][0]).to_list()[1:]  # SFT's own evaluations, not the point before

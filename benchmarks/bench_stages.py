@@ -23,9 +23,9 @@ import sys
 import tempfile
 import time
 
-from stages import SuiteSizes, build_suite, load_backbone
-from stages._config import RLConfig, StageConfig
-from stages._stages import STAGE_TYPES, StageContext, _common_args, _lora_config
+from ptplan.stages import SuiteSizes, build_suite, load_backbone
+from ptplan.stages._config import RLConfig, StageConfig
+from ptplan.stages._stages import STAGE_TYPES, StageContext, _common_args, _lora_config
 
 
 def _clock() -> float:
@@ -81,7 +81,7 @@ def plain_rate(stage, cfg, data, steps):
 def smoke_peak_rss_gib() -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "planner._cli", "trial", "smoke", "--out", out], check=True,
+        subprocess.run([sys.executable, "-m", "ptplan._cli", "trial", "smoke", "--out", out], check=True,
                        capture_output=True)
         wall = time.perf_counter() - t0
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, wall
@@ -92,7 +92,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
-    from stages._trial import _quiet_libraries
+    from ptplan.stages._trial import _quiet_libraries
 
     _quiet_libraries()
     data = build_suite("genomics", 0, SuiteSizes(cpt=10, sft=2000, rl=512, id_test=8, ood_test=8))

@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PTPLAN = [sys.executable, "-m", "planner._cli"]
+PTPLAN = [sys.executable, "-m", "ptplan._cli"]
 
-from studies._synthetic import MICRO_SETS  # noqa: E402 - micro trial sizes as `--set` overrides
+from ptplan.studies._synthetic import MICRO_SETS  # noqa: E402 - micro trial sizes as `--set` overrides
 
 
 def _sets(items):
@@ -43,8 +43,8 @@ def _sets(items):
 
 
 def _plan(preset: str, overrides: list[str]):
-    from planner._plan import load_plan
-    from studies import StudyPlan
+    from ptplan._plan import load_plan
+    from ptplan.studies import StudyPlan
 
     data, source = load_plan(preset)
     return StudyPlan.from_mapping(data, overrides, source)
@@ -59,7 +59,7 @@ def _ptplan(*args, env=None) -> tuple[subprocess.CompletedProcess, float]:
 
 # -- overhead ------------------------------------------------------------------------------------
 def bench_overhead(trials: int, work_dir: Path) -> None:
-    from studies import open_session, work
+    from ptplan.studies import open_session, work
 
     sp = _plan("smoke", [f"study.dir={work_dir / 'overhead'}", "study.sampler=random"])
     session = open_session(sp)
@@ -93,9 +93,9 @@ def bench_overhead(trials: int, work_dir: Path) -> None:
 def bench_status(work_dir: Path, n: int = 1000) -> None:
     import yaml
 
-    from studies._synthetic import synthetic_study
+    from ptplan.studies._synthetic import synthetic_study
 
-    from planner._plan import load_plan
+    from ptplan._plan import load_plan
 
     for kind in ("sqlite", "journal"):
         folder = work_dir / f"status-{kind}"
@@ -129,7 +129,7 @@ def bench_reuse(work_dir: Path, scale: str) -> None:
     if proc.returncode != 0:
         print(proc.stdout[-2000:], proc.stderr[-2000:])
         raise SystemExit("paper-epoch-split failed")
-    from studies import open_session
+    from ptplan.studies import open_session
 
     sp = _plan("paper-epoch-split", overrides)
     trials = [t for t in open_session(sp, create=False).admin.get_trials() if t.state.name == "COMPLETE"]

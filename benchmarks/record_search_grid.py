@@ -22,7 +22,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "benchmarks" / "plans" / "search-grid.yaml"
 DATA = ROOT / "benchmarks" / "data"
-PTPLAN = [sys.executable, "-m", "planner._cli"]
+PTPLAN = [sys.executable, "-m", "ptplan._cli"]
 
 # (suite, seed, trials): the full 40-cell grid on two suites, and 20 cells of it again with seed 1.
 STUDIES = (("transcriptomics", 0, 40), ("proteins", 0, 40), ("transcriptomics", 1, 20))

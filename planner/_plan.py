@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from stages._config import ConfigError, TrialConfig, apply_overrides
+from ptplan.stages._config import ConfigError, TrialConfig, apply_overrides
 
 # Sections a plan may hold besides the trial configuration (read by studies/).
 STUDY_SECTIONS = ("study",)
@@ -16,12 +16,12 @@ class PlanError(ValueError):
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("planner") / "presets"
+    folder = resources.files("ptplan") / "presets"
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def preset_text(name: str) -> str:
-    return (resources.files("planner") / "presets" / f"{name}.yaml").read_text()
+    return (resources.files("ptplan") / "presets" / f"{name}.yaml").read_text()
 
 
 def load_plan(plan: str) -> tuple[dict, str]:

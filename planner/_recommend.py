@@ -238,7 +238,7 @@ def recommend(table: Any, budget: float | None = None, objective: str = "balance
         rec.handover = _handover(rec)
         return rec
 
-    from surrogates import OutcomeModel
+    from ptplan.surrogates import OutcomeModel
 
     if model is None:
         model = OutcomeModel(level=0.8).fit(done)
@@ -384,7 +384,7 @@ def recommend_command(plan: str, overrides: list[str], budget: float | None, obj
     """`ptplan recommend`: read the plan's study, recommend, print a rich table or JSON."""
     import json
 
-    from studies import study_table
+    from ptplan.studies import study_table
 
     from ._study_cmd import _bad_input, _error, _open_existing, _resolve
 

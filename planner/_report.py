@@ -237,7 +237,7 @@ def findings(done, points: dict) -> list[Finding]:
 # -- calibration -----------------------------------------------------------------------------------
 def held_out_ood(done, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """Held-out OOD predictions of the outcome model: leave-one-out up to LOO_MAX trials, else 5-fold."""
-    from surrogates import OutcomeModel
+    from ptplan.surrogates import OutcomeModel
 
     n = done.height
     folds = [np.array([i]) for i in range(n)] if n <= LOO_MAX else \
@@ -280,7 +280,7 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
                  unit: str | None = None) -> Report:
     """Write report.md, report.html and the PNG plots of a trial table into `out`; never fails on
     an empty or all-failed table (it writes what it can and says why the rest is missing)."""
-    from studies._table import pareto_front
+    from ptplan.studies._table import pareto_front
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -459,7 +459,7 @@ def print_report(console, rep: Report) -> None:
 def report_command(plan: str, overrides: list[str], out: Path | None, budget: float | None, objective: str,
                    console, err_console) -> int:
     """`ptplan report`: terminal summary and <run folder>/report (or --out)."""
-    from studies import study_table
+    from ptplan.studies import study_table
 
     from ._recommend import RecommendError, objective_weight
     from ._study_cmd import _bad_input, _error, _open_existing, _resolve

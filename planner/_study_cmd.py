@@ -19,7 +19,7 @@ def _error(err_console: Console, message: str) -> int:
 
 
 def _resolve(plan: str, overrides: list[str]):
-    from studies import StudyPlan
+    from ptplan.studies import StudyPlan
 
     data, source = load_plan(plan)
     return StudyPlan.from_mapping(data, overrides, source)
@@ -33,8 +33,8 @@ def _echo(prefix: str = ""):
 
 
 def _bad_input():
-    from stages._config import ConfigError
-    from studies import StudyError
+    from ptplan.stages._config import ConfigError
+    from ptplan.studies import StudyError
 
     return PlanError, ConfigError, StudyError
 
@@ -43,7 +43,7 @@ def _bad_input():
 def run_command(plan: str, overrides: list[str], trials: int | None, jobs: int, console: Console,
                 err_console: Console) -> int:
     """Create or resume the plan's study and run it to N COMPLETE trials with K local workers."""
-    from studies import run_study, worker_argv
+    from ptplan.studies import run_study, worker_argv
 
     try:
         sp = _resolve(plan, overrides)
@@ -82,7 +82,7 @@ def _with_live_view(sp, trials, console: Console, body):
 def worker_command(plan: str, overrides: list[str], trials: int | None, index: int | None, console: Console,
                    err_console: Console) -> int:
     """Join an existing study and run trials until it reaches its count."""
-    from studies import run_worker
+    from ptplan.studies import run_worker
 
     prefix = f"[w{index}] " if index is not None else ""
     try:
@@ -122,8 +122,8 @@ _STATE_STYLE = {"COMPLETE": "green", "FAIL": "red", "RUNNING": "yellow", "WAITIN
 
 
 def _print_status(console: Console, study, sp, url: str, limit: int | None = 50) -> None:
-    from studies import mask, study_table
-    from studies._space import SHARE_PARAMS, short_name
+    from ptplan.studies import mask, study_table
+    from ptplan.studies._space import SHARE_PARAMS, short_name
 
     table = study_table(study, sp)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(table.counts.items())) or "no trials yet"
@@ -170,7 +170,7 @@ def _print_status(console: Console, study, sp, url: str, limit: int | None = 50)
 
 
 def _open_existing(sp):
-    from studies import open_session
+    from ptplan.studies import open_session
 
     return open_session(sp, create=False, must_exist=sp.study.storage is None, check=False)
 
@@ -181,7 +181,7 @@ def status_command(plan: str, overrides: list[str], limit: int | None, console: 
     try:
         sp = _resolve(plan, overrides)
         session = _open_existing(sp)
-        from studies import check_identity
+        from ptplan.studies import check_identity
 
         try:
             check_identity(session.admin, sp, session.url)
@@ -196,7 +196,7 @@ def status_command(plan: str, overrides: list[str], limit: int | None, console: 
 def export_command(plan: str, overrides: list[str], fmt: str, out: Path | None, console: Console,
                    err_console: Console) -> int:
     """Write the trial table (one row per trial) as Parquet or CSV."""
-    from studies import export_table, study_table
+    from ptplan.studies import export_table, study_table
 
     if fmt not in ("parquet", "csv"):
         return _error(err_console, f"--format must be parquet or csv, got {fmt!r}")

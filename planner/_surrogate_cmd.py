@@ -32,7 +32,7 @@ def _check(ok: bool) -> str:
 
 
 def _curve_table(summary, counts: dict) -> Table:
-    from surrogates._eval import TARGET_COVERAGE, TARGET_GAIN, TARGET_MAE
+    from ptplan.surrogates._eval import TARGET_COVERAGE, TARGET_GAIN, TARGET_MAE
 
     lo, hi = TARGET_COVERAGE
     table = Table(title=f"OOD peak from a partial SFT curve: leave one trial out ({counts['evaluated']} curves)",
@@ -59,7 +59,7 @@ def _curve_table(summary, counts: dict) -> Table:
 
 
 def _outcome_table(summary) -> Table:
-    from surrogates._eval import TARGET_SPEARMAN
+    from ptplan.surrogates._eval import TARGET_SPEARMAN
 
     table = Table(title="Outcome from the allocation: held-out trials",
                   caption=f"Target for the outcome model: Spearman >= {TARGET_SPEARMAN:.1f} for final OOD and ID.")
@@ -83,7 +83,7 @@ CURVE_COLUMNS = ("stage", "compute", "id", "ood", "loss")
 
 def read_curve_files(paths: list[str]) -> dict:
     """SFT curves from long-format curve files, keyed by (file index, trial key columns...)."""
-    from surrogates import sft_curve
+    from ptplan.surrogates import sft_curve
 
     out = {}
     for i, source in enumerate(paths):
@@ -108,7 +108,7 @@ def surrogate_eval(source: str, console: Console, curve_files: list[str] = ()) -
 
     With `curve_files`, the curve models are scored on the SFT curves in those files instead of the
     table's `curves` paths (the outcome models still use the table)."""
-    from surrogates import evaluate
+    from ptplan.surrogates import evaluate
 
     path = Path(source)
     try:

@@ -35,11 +35,11 @@ def summary_table(result: dict) -> Table:
 
 def run_trial_command(plan, overrides, out, resume, console: Console, err_console: Console) -> int:
     """Resolve the config, run the trial, print the outcome; returns the exit code."""
-    from stages._config import ConfigError
+    from ptplan.stages._config import ConfigError
 
     try:
         if resume is not None:
-            from stages._trial import load_trial_config
+            from ptplan.stages._trial import load_trial_config
 
             config = load_trial_config(resume)
             out = resume
@@ -53,7 +53,7 @@ def run_trial_command(plan, overrides, out, resume, console: Console, err_consol
         return 2
     out = Path(out) if out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    from stages._trial import ConfigMismatch, TrialFailed, TrialRunner
+    from ptplan.stages._trial import ConfigMismatch, TrialFailed, TrialRunner
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                         TimeElapsedColumn(), console=err_console, transient=False)

@@ -1,6 +1,6 @@
 """The training side: tasks and rewards, backbones, CPT/SFT/RL stages, budget ledger, evaluation.
 
-Names resolve lazily so that `import stages` (and `ptplan --help`) does not import torch.
+Names resolve lazily so that `import ptplan.stages` (and `ptplan --help`) does not import torch.
 stages/ never imports studies/ or planner/, and never polars.
 """
 
@@ -30,7 +30,7 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'stages' has no attribute {name!r}")
+        raise AttributeError(f"module 'ptplan.stages' has no attribute {name!r}")
     value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     globals()[name] = value
     return value

@@ -359,7 +359,7 @@ class TrialRunner:
         the peak has passed (or falls within the next evaluation interval); if so, end SFT."""
         import numpy as np
 
-        from surrogates import OODPeakModel  # numpy/scikit-learn only; imported when asked for
+        from ptplan.surrogates import OODPeakModel  # numpy/scikit-learn only; imported when asked for
 
         model = OODPeakModel(level=0.8).fit(None)  # one trial: no prior curves, wide intervals
         confidence = self.config.allocation.rl.handover_confidence

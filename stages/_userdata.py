@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stages._scoring import DEFAULT_TOLERANCE, resolve_scorer
-from stages._tasks._base import FALLBACK_TASK, Example, TaskData
+from ptplan.stages._scoring import DEFAULT_TOLERANCE, resolve_scorer
+from ptplan.stages._tasks._base import FALLBACK_TASK, Example, TaskData
 
 SPLITS: dict[str, bool] = {"cpt": False, "sft": False, "rl": False, "id": True, "ood": True}  # split -> required
 _MAX_VALUE_CHARS = 80

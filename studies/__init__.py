@@ -1,7 +1,7 @@
 """Optuna side: search space, objective, storage, resume, workers, checkpoint reuse.
 
 A plan's `study:` section becomes one Optuna study whose trials are real staged trials (stages/).
-Names resolve lazily so that `import studies` imports neither optuna nor torch.
+Names resolve lazily so that `import ptplan.studies` imports neither optuna nor torch.
 """
 
 from importlib import import_module
@@ -31,7 +31,7 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'studies' has no attribute {name!r}")
+        raise AttributeError(f"module 'ptplan.studies' has no attribute {name!r}")
     value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     globals()[name] = value
     return value

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages._config import ConfigError, TrialConfig, apply_overrides, from_dict
+from ptplan.stages._config import ConfigError, TrialConfig, apply_overrides, from_dict
 
 from ._space import SearchSpace, default_search
 

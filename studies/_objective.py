@@ -116,13 +116,13 @@ class TrialObjective:
     def _run_trial(self):
         if self._runner is not None:
             return self._runner
-        from stages import run_trial
+        from ptplan.stages import run_trial
 
         return run_trial
 
     def __call__(self, trial):
         import optuna
-        from stages import TrialFailed
+        from ptplan.stages import TrialFailed
 
         out: Path | None = None
         try:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages._config import ConfigError
+from ptplan.stages._config import ConfigError
 
 SCHEMES = {"sqlite": "sqlite", "journal": "journal", "postgresql": "rdb", "postgres": "rdb", "mysql": "rdb"}
 CONNECT_TIMEOUT_S = 5

@@ -132,7 +132,7 @@ def open_study(plan: "StudyPlan", storage, url: str, *, index: int | None = 0, c
 
 def check_identity(study: "optuna.Study", plan: "StudyPlan", url: str) -> None:
     """First use: record the plan's identity in the study. Later: refuse a different plan, showing how."""
-    from stages import describe_diff
+    from ptplan.stages import describe_diff
 
     attrs = study.user_attrs
     identity, fingerprint = plan.identity(), plan.fingerprint()

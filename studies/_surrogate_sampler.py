@@ -142,7 +142,7 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
         """The best candidate by expected improvement, given the study's trials (any states)."""
         from optuna.trial import TrialState
 
-        from surrogates import OutcomeModel
+        from ptplan.surrogates import OutcomeModel
 
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
                     and all(n in t.params for n in self._names)]

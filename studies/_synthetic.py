@@ -23,7 +23,7 @@ def synthetic_study(plan_path, n: int, failed_every: int = 10):
     `failed_every`-th FAIL, reason diverged); nothing is trained. Returns (plan, session)."""
     import optuna
 
-    from planner._plan import load_plan
+    from ptplan._plan import load_plan
     from ._config import StudyPlan
     from ._worker import open_session
 

@@ -209,7 +209,7 @@ def work(session: Session, target: int, echo: Callable[[str], None] = print, obj
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from stages import TrialFailed
+    from ptplan.stages import TrialFailed
 
     plan, admin = session.plan, session.admin
     journal = session.kind == "journal"
@@ -407,5 +407,5 @@ def run_worker(plan: "StudyPlan", trials: int | None, index: int | None, echo: C
 
 
 def worker_argv(plan_file: Path, target: int, index: int) -> list[str]:
-    return [sys.executable, "-m", "planner._cli", "worker", str(plan_file), "--trials", str(target),
+    return [sys.executable, "-m", "ptplan._cli", "worker", str(plan_file), "--trials", str(target),
             "--index", str(index)]

@@ -32,7 +32,7 @@ def _merge(base, over):
 @pytest.fixture
 def tiny_config():
     """Build a TrialConfig from TINY_PLAN with nested overrides."""
-    from stages import TrialConfig
+    from ptplan.stages import TrialConfig
 
     def make(**over):
         return TrialConfig.from_dict(_merge(TINY_PLAN, over))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from stages._scoring import Scorer
-from stages._tasks import genomics, proteins, transcriptomics
-from stages._tasks._base import Example, SuiteSizes, SuiteSpec, TaskData
+from ptplan.stages._scoring import Scorer
+from ptplan.stages._tasks import genomics, proteins, transcriptomics
+from ptplan.stages._tasks._base import Example, SuiteSizes, SuiteSpec, TaskData
 
 __all__ = ["SUITES", "Example", "Scorer", "SuiteSizes", "SuiteSpec", "TaskData", "build_suite"]
 

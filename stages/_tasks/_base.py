@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from stages._scoring import RewardScorer, Scorer, as_text
+from ptplan.stages._scoring import RewardScorer, Scorer, as_text
 
 CPT_SUFFIX = "_cpt"  # OOD task names for items answerable only from CPT facts end with this
 FALLBACK_TASK = "*"  # scorer key used for tasks without their own scorer

@@ -14,8 +14,8 @@ from Bio import Restriction
 from Bio.Data import CodonTable
 from Bio.Seq import reverse_complement
 
-from stages._scoring import exact, numeric
-from stages._tasks._base import Example, Recipe, SuiteSizes, SuiteSpec, TaskData, materialize, seq
+from ptplan.stages._scoring import exact, numeric
+from ptplan.stages._tasks._base import Example, Recipe, SuiteSizes, SuiteSpec, TaskData, materialize, seq
 
 NAME = "genomics"
 DNA = "ACGT"

@@ -13,8 +13,8 @@ from functools import cache
 from Bio.SeqUtils.ProtParam import ProteinAnalysis
 from Bio.SeqUtils.ProtParamData import kd
 
-from stages._scoring import exact, numeric
-from stages._tasks._base import Example, Recipe, SuiteSizes, SuiteSpec, TaskData, materialize, seq
+from ptplan.stages._scoring import exact, numeric
+from ptplan.stages._tasks._base import Example, Recipe, SuiteSizes, SuiteSpec, TaskData, materialize, seq
 
 NAME = "proteins"
 AMINO = "ACDEFGHIKLMNPQRSTVWY"

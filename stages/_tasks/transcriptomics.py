@@ -11,8 +11,8 @@ import random
 
 from Bio.Seq import reverse_complement_rna, transcribe
 
-from stages._scoring import exact
-from stages._tasks._base import Example, Recipe, SuiteSizes, SuiteSpec, TaskData, materialize, seq
+from ptplan.stages._scoring import exact
+from ptplan.stages._tasks._base import Example, Recipe, SuiteSizes, SuiteSpec, TaskData, materialize, seq
 
 NAME = "transcriptomics"
 DNA, RNA = "ACGT", "ACGU"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-PTPLAN = [sys.executable, "-m", "planner._cli"]
+PTPLAN = [sys.executable, "-m", "ptplan._cli"]
 
 
 def ptplan(*args, cwd=None, timeout=300):
@@ -20,8 +20,8 @@ def _params(model):
 def test_smoke_trial_writes_everything_and_every_stage_trains(tmp_path):
     import pyarrow.parquet as pq
 
-    from stages import load_backbone
-    from stages._backbones import load_checkpoint
+    from ptplan.stages import load_backbone
+    from ptplan.stages._backbones import load_checkpoint
 
     out = tmp_path / "smoke"
     proc = ptplan("trial", "smoke", "--out", str(out))

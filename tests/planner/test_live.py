@@ -3,7 +3,7 @@ import time
 
 from rich.console import Console
 
-from planner._live import StudyMonitor
+from ptplan._live import StudyMonitor
 
 
 def _result(folder, status, id_, ood, spent):
@@ -45,8 +45,8 @@ def test_monitor_on_an_empty_run_folder(tmp_path):
 
 
 def test_progress_writer_feeds_the_monitor(tmp_path):
-    from stages import TrialConfig
-    from studies._objective import progress_writer
+    from ptplan.stages import TrialConfig
+    from ptplan.studies._objective import progress_writer
 
     out = tmp_path / "trials" / "7"
     out.mkdir(parents=True)

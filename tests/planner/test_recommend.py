@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from planner._recommend import RecommendError, objective_weight, recommend
-from surrogates import OutcomeModel
+from ptplan._recommend import RecommendError, objective_weight, recommend
+from ptplan.surrogates import OutcomeModel
 
 BEST = (0.2, 16)  # (SFT share, RL rank) of the cell with the highest OOD
 
@@ -103,7 +103,7 @@ def test_cli_recommend_and_report_on_a_stored_study(tmp_path):
 
     from test_study_cli import assert_clean_error, ptplan, write_plan
 
-    from studies._synthetic import synthetic_study
+    from ptplan.studies._synthetic import synthetic_study
 
     plan = write_plan(tmp_path)
     synthetic_study(plan, 30, failed_every=7)

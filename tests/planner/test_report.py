@@ -6,7 +6,7 @@ import re
 
 import polars as pl
 
-from planner._report import build_report, finding_cpt, print_report
+from ptplan._report import build_report, finding_cpt, print_report
 from rich.console import Console
 
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from studies._synthetic import synthetic_study
+from ptplan.studies._synthetic import synthetic_study
 import yaml
 
-PTPLAN = [sys.executable, "-m", "planner._cli"]
+PTPLAN = [sys.executable, "-m", "ptplan._cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 MICRO = {
     "name": "cli",
@@ -53,7 +53,7 @@ def test_help_is_instant_and_lists_the_study_commands():
     assert proc.returncode == 0 and time.perf_counter() - t0 < 5
     for cmd in ("run", "worker", "status", "export", "init"):
         assert cmd in proc.stdout
-    light = subprocess.run([sys.executable, "-c", "import sys, planner._cli, studies; "
+    light = subprocess.run([sys.executable, "-c", "import sys, ptplan._cli, ptplan.studies; "
                             "print(sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))"],
                            capture_output=True, text=True, env=ENV)
     assert light.stdout.strip() == "[]"
@@ -116,7 +116,7 @@ def test_init_writes_a_commented_plan_that_runs_and_lists_presets(tmp_path):
     assert proc.returncode == 0 and out.exists()
     text = out.read_text()
     assert text.count("#") > 20 and "study:" in text and "sft_of_rest" in text
-    from studies import StudyPlan
+    from ptplan.studies import StudyPlan
 
     assert StudyPlan.from_mapping(yaml.safe_load(text)).name == "quick"
     assert_clean_error(ptplan("init", "--out", out), "exists", "--force")

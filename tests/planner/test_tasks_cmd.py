@@ -2,11 +2,11 @@ import subprocess
 import sys
 
 
-from stages import SUITES
+from ptplan.stages import SUITES
 
 
 def test_tasks_lists_every_suite_family_shift_and_samples():
-    proc = subprocess.run([sys.executable, "-m", "planner._cli", "tasks"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "ptplan._cli", "tasks"], capture_output=True, text=True,
                           env={"COLUMNS": "250", "PATH": ""}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for name, spec in SUITES.items():
@@ -18,6 +18,6 @@ def test_tasks_lists_every_suite_family_shift_and_samples():
 
 
 def test_tasks_unknown_suite_is_a_clear_error():
-    proc = subprocess.run([sys.executable, "-m", "planner._cli", "tasks", "virology"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "ptplan._cli", "tasks", "virology"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "virology" in proc.stderr and "genomics" in proc.stderr

@@ -1,6 +1,6 @@
 import pytest
 
-from stages._config import ConfigError, TrialConfig, apply_overrides
+from ptplan.stages._config import ConfigError, TrialConfig, apply_overrides
 
 
 @pytest.mark.parametrize(

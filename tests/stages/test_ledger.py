@@ -1,6 +1,6 @@
 import pytest
 
-from stages._ledger import Ledger, Spend, rl_flops_per_token, train_flops_per_token
+from ptplan.stages._ledger import Ledger, Spend, rl_flops_per_token, train_flops_per_token
 
 
 def test_flops_per_token_rules():

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from stages._scoring import SCORERS, RewardError, RewardScorer, exact, numeric, resolve_scorer, set_f1
-from stages._tasks import Example, TaskData
+from ptplan.stages._scoring import SCORERS, RewardError, RewardScorer, exact, numeric, resolve_scorer, set_f1
+from ptplan.stages._tasks import Example, TaskData
 
 GARBAGE = ["", " ", "\n\n", "\x00\x01", "\u2603 snow \U0001f9ec", "\ud800", "A" * 100_000, "1e999", "nan", "-inf",
            None, 42, b"\xff\xfe", [{"role": "assistant", "content": "ACGT"}], ["not", "dicts"], {"x": 1}]

@@ -14,9 +14,9 @@ from Bio.Seq import Seq
 from Bio.SeqUtils import gc_fraction
 from Bio.SeqUtils.ProtParam import ProteinAnalysis
 
-from stages._tasks import SUITES, Example, SuiteSizes, TaskData, build_suite
-from stages._tasks import genomics, proteins, transcriptomics
-from stages._tasks._base import CPT_SUFFIX, quotas
+from ptplan.stages._tasks import SUITES, Example, SuiteSizes, TaskData, build_suite
+from ptplan.stages._tasks import genomics, proteins, transcriptomics
+from ptplan.stages._tasks._base import CPT_SUFFIX, quotas
 
 PRINTABLE = set(string.printable) - set("\t\n\r\x0b\x0c")
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from stages import TrialFailed, run_trial
-from stages._ledger import train_flops_per_token
+from ptplan.stages import TrialFailed, run_trial
+from ptplan.stages._ledger import train_flops_per_token
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def test_budget_too_small_is_refused_before_training(tiny_config, tmp_path):
 def test_nan_loss_is_diverged_and_keeps_what_was_recorded(tiny_config, tmp_path, monkeypatch):
     import torch
 
-    import stages._backbones as backbones
+    import ptplan.stages._backbones as backbones
 
     real = backbones.load_backbone
 
@@ -73,7 +73,7 @@ def test_nan_loss_is_diverged_and_keeps_what_was_recorded(tiny_config, tmp_path,
 def test_oom_is_classified(tiny_config, tmp_path, monkeypatch):
     import torch
 
-    from stages import _stages
+    from ptplan.stages import _stages
 
     def boom(self, model, tokenizer, ctx):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -86,8 +86,8 @@ def test_oom_is_classified(tiny_config, tmp_path, monkeypatch):
 
 
 def test_eval_crash_keeps_the_stage_and_resume_runs_only_what_is_missing(tiny_config, tmp_path, monkeypatch):
-    import stages._trial as trial_mod
-    from stages import _stages
+    import ptplan.stages._trial as trial_mod
+    from ptplan.stages import _stages
 
     cfg = tiny_config(allocation={"shares": {"cpt": 0.5, "sft": 0.5, "rl": 0.0}}, budget={"total": 8e10})
     real_eval = trial_mod.TrialRunner._evaluate
@@ -124,7 +124,7 @@ def test_eval_crash_keeps_the_stage_and_resume_runs_only_what_is_missing(tiny_co
 
 
 def test_resume_refuses_a_changed_config(tiny_config, tmp_path):
-    from stages import ConfigMismatch
+    from ptplan.stages import ConfigMismatch
 
     run_trial(tiny_config(), tmp_path)
     with pytest.raises(ConfigMismatch, match=r"allocation.sft.lr: 0.003 -> 0.001"):
@@ -185,8 +185,8 @@ def test_reward_that_raises_is_reward_error_and_earlier_stages_are_kept(tiny_con
 
 
 def test_backbone_from_a_local_folder(tiny_config, tmp_path):
-    from stages import load_backbone
-    from stages._backbones import save_checkpoint
+    from ptplan.stages import load_backbone
+    from ptplan.stages._backbones import save_checkpoint
 
     model, tok = load_backbone("llama-0.5m", seed=3)
     save_checkpoint(model, tok, tmp_path / "my-model")
@@ -197,7 +197,7 @@ def test_backbone_from_a_local_folder(tiny_config, tmp_path):
 
 
 def test_handover_moves_the_rest_of_sft_to_rl(tiny_config, tmp_path, monkeypatch):
-    import stages._trial as trial_mod
+    import ptplan.stages._trial as trial_mod
 
     calls = []
 
@@ -222,9 +222,9 @@ def test_handover_moves_the_rest_of_sft_to_rl(tiny_config, tmp_path, monkeypatch
 
 
 def test_predicted_peak_policy_decides_from_the_curve(tiny_config, tmp_path):
-    from stages import CurvePoint
-    from stages._stages import StageContext
-    from stages._trial import TrialRunner
+    from ptplan.stages import CurvePoint
+    from ptplan.stages._stages import StageContext
+    from ptplan.stages._trial import TrialRunner
 
     cfg = tiny_config(allocation={"shares": {"cpt": 0.0, "sft": 0.5, "rl": 0.5}, "rl": {"handover": "predicted-peak"}})
     runner = TrialRunner(cfg, tmp_path)

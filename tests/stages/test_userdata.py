@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages._tasks import Example
-from stages._userdata import DataError, load_user_data
+from ptplan.stages._tasks import Example
+from ptplan.stages._userdata import DataError, load_user_data
 
 ROWS = {
     "sft": [{"prompt": "rc:ACG=", "answer": "CGT", "task": "revcomp"}, {"prompt": "gc:GGA=", "answer": "2", "task": "gc"}],

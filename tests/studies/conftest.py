@@ -28,13 +28,13 @@ MICRO = {
     "device": "cpu",
 }
 
-from studies._synthetic import MICRO_SETS  # noqa: E402,F401 - the micro sizes as `--set` overrides
+from ptplan.studies._synthetic import MICRO_SETS  # noqa: E402,F401 - the micro sizes as `--set` overrides
 
 # One compute thread per process: on a shared 2-core machine, several multi-threaded torch
 # processes slow each other down by orders of magnitude.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false"}
-PTPLAN = [sys.executable, "-m", "planner._cli"]
+PTPLAN = [sys.executable, "-m", "ptplan._cli"]
 
 
 def _merge(base, over):
@@ -80,8 +80,8 @@ def spawn():
 
 def open_plan_study(plan, overrides=()):
     """(StudyPlan, admin study handle) of a plan file or preset, for assertions."""
-    from planner._plan import load_plan
-    from studies import StudyPlan, open_session
+    from ptplan._plan import load_plan
+    from ptplan.studies import StudyPlan, open_session
 
     data, source = load_plan(str(plan))
     sp = StudyPlan.from_mapping(data, list(overrides), source)

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from studies import StudyPlan
-from studies._prune import pareto_points
-from studies._replay import (STRATEGIES, GridOracle, GridOrder, Ledger, Observation, Strategy, grid_truth,
+from ptplan.studies import StudyPlan
+from ptplan.studies._prune import pareto_points
+from ptplan.studies._replay import (STRATEGIES, GridOracle, GridOrder, Ledger, Observation, Strategy, grid_truth,
                              heuristic_params, hypervolume, replay, score, synthetic_grid)
 
 from conftest import MICRO

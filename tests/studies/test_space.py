@@ -5,9 +5,9 @@ import copy
 
 import pytest
 
-from planner._plan import load_plan
-from stages import ConfigError
-from studies import StudyPlan
+from ptplan._plan import load_plan
+from ptplan.stages import ConfigError
+from ptplan.studies import StudyPlan
 
 from conftest import MICRO
 
@@ -134,7 +134,7 @@ def test_searched_presets_resolve(preset):
 
 
 def test_identity_covers_search_budget_and_fixed_config_but_not_where_or_how_many():
-    from stages import describe_diff
+    from ptplan.stages import describe_diff
 
     base = plan({"search": {"allocation.sft.rank": [16, 64]}})
     same = plan({"search": {"allocation.sft.rank": [16, 64]}, "trials": 7, "dir": "/elsewhere", "sampler": "random",

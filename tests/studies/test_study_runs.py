@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from studies._worker import failure_reason, retry_history
+from ptplan.studies._worker import failure_reason, retry_history
 
 from conftest import MICRO_SETS
 
@@ -40,7 +40,7 @@ def assert_artifacts(trial):
 def delete_pg_study(name):
     import optuna
 
-    from studies._storage import sqlalchemy_url
+    from ptplan.studies._storage import sqlalchemy_url
 
     try:
         optuna.delete_study(study_name=name, storage=sqlalchemy_url(PG_URL))

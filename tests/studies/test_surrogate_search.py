@@ -13,11 +13,11 @@ import numpy as np
 import optuna
 import pytest
 
-from stages import ConfigError, CurvePoint, TrialFailed
-from studies import DominatedPruner, StudyPlan, SurrogateSampler, TrialObjective, open_session, work
-from studies._prune import checkpoint_history, pareto_points
-from studies._surrogate_sampler import default_n_startup, hypervolume_improvement
-from studies._worker import failure_reason
+from ptplan.stages import ConfigError, CurvePoint, TrialFailed
+from ptplan.studies import DominatedPruner, StudyPlan, SurrogateSampler, TrialObjective, open_session, work
+from ptplan.studies._prune import checkpoint_history, pareto_points
+from ptplan.studies._surrogate_sampler import default_n_startup, hypervolume_improvement
+from ptplan.studies._worker import failure_reason
 
 from conftest import MICRO
 

@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from stages import TrialFailed
-from studies import StudyError, StudyPlan, TrialObjective, open_session, recover, reap_lost, work
-from studies._worker import failure_reason, retry_history
+from ptplan.stages import TrialFailed
+from ptplan.studies import StudyError, StudyPlan, TrialObjective, open_session, recover, reap_lost, work
+from ptplan.studies._worker import failure_reason, retry_history
 
 from conftest import MICRO
 
@@ -37,7 +37,7 @@ def storage_url(request, tmp_path):
         yield PG_URL
         import optuna
 
-        from studies._storage import sqlalchemy_url
+        from ptplan.studies._storage import sqlalchemy_url
 
         while CREATED:
             url, name = CREATED.pop()
@@ -173,7 +173,7 @@ def test_journal_lease_reaper_fails_dead_and_silent_trials_once(tmp_path):
     dead, alive, silent = study.ask(), study.ask(), study.ask()
     for t in (dead, alive, silent):
         sp.space.suggest(t)
-    from studies._objective import HOST
+    from ptplan.studies._objective import HOST
 
     dead.set_user_attr("lease", {"trial": dead.number, "host": HOST, "pid": _dead_pid(), "time": time.time()})
     alive.set_user_attr("lease", {"trial": alive.number, "host": HOST, "pid": os.getppid(), "time": time.time()})
@@ -217,7 +217,7 @@ def test_grid_cells_are_queued_once_and_each_runs_once(tmp_path, storage_url):
     assert session.created and session.queued == 6
     again = open_session(sp)
     assert not again.created and again.queued == 0
-    from studies import ensure_grid_cells
+    from ptplan.studies import ensure_grid_cells
 
     assert ensure_grid_cells(again.admin, sp) == 0
     result = work(again, sp.target(), objective=objective(sp, FakeRunner()))
@@ -235,7 +235,7 @@ def test_grid_stops_when_every_cell_ran_even_if_one_failed(tmp_path):
 
 
 def test_weighted_objective_reports_each_tenth_of_the_budget_and_prunes(tmp_path):
-    from stages import CurvePoint
+    from ptplan.stages import CurvePoint
 
     sp = make_plan(tmp_path, f"sqlite:///{tmp_path}/s.db", {
         "sampler": "random", "objective": {"kind": "weighted", "ood_weight": 0.75, "pruner": "median"}})
@@ -257,7 +257,7 @@ def test_weighted_objective_reports_each_tenth_of_the_budget_and_prunes(tmp_path
 
 
 def test_weighted_objective_prunes_a_bad_trial(tmp_path):
-    from stages import CurvePoint
+    from ptplan.stages import CurvePoint
 
     sp = make_plan(tmp_path, f"sqlite:///{tmp_path}/s.db", {
         "sampler": "random", "objective": {"kind": "weighted", "pruner": "median"}})

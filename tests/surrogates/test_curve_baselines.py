@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from surrogates import BestSoFar, LossPatience, PowerLaw
-from surrogates._synthetic import synthetic_curves
+from ptplan.surrogates import BestSoFar, LossPatience, PowerLaw
+from ptplan.surrogates._synthetic import synthetic_curves
 
 NAN = np.nan
 

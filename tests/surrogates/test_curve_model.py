@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from surrogates import OODPeakModel, as_curve, peak_of, sft_curve, truncate
-from surrogates._curve import future_grid, score_resolution
-from surrogates._synthetic import synthetic_curve, synthetic_curves
+from ptplan.surrogates import OODPeakModel, as_curve, peak_of, sft_curve, truncate
+from ptplan.surrogates._curve import future_grid, score_resolution
+from ptplan.surrogates._synthetic import synthetic_curve, synthetic_curves
 
 FIELDS = ("location", "value", "behind")
 

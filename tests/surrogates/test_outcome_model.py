@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from surrogates import OutcomeModel, feature_columns
-from surrogates._synthetic import synthetic_table
+from ptplan.surrogates import OutcomeModel, feature_columns
+from ptplan.surrogates._synthetic import synthetic_table
 
 SFT_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 SFT_RANKS = (16, 64, 256)
@@ -104,7 +104,7 @@ def test_fitting_is_fast_enough_for_large_studies():
 
 
 def test_surrogates_never_import_torch():
-    code = "import sys, surrogates; surrogates.OutcomeModel; sys.exit('torch' in sys.modules)"
+    code = "import sys, ptplan.surrogates as s; s.OutcomeModel; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

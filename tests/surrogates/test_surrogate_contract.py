@@ -11,8 +11,8 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as ec
 
-from surrogates import BestSoFar, LossPatience, NearestTrials, OODPeakModel, OutcomeModel, PowerLaw
-from surrogates._synthetic import synthetic_curves, synthetic_table
+from ptplan.surrogates import BestSoFar, LossPatience, NearestTrials, OODPeakModel, OutcomeModel, PowerLaw
+from ptplan.surrogates._synthetic import synthetic_curves, synthetic_table
 
 CURVE_ESTIMATORS = [OODPeakModel(n_samples=300), BestSoFar(), LossPatience(patience=3), PowerLaw()]
 TABLE_ESTIMATORS = [OutcomeModel(max_opt_samples=20), NearestTrials(k=3)]

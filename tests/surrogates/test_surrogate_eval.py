@@ -5,9 +5,9 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from planner._surrogate_cmd import surrogate_eval
-from surrogates import BestSoFar, OODPeakModel, evaluate, evaluate_curve_models, load_curves
-from surrogates._synthetic import synthetic_curve, synthetic_table
+from ptplan._surrogate_cmd import surrogate_eval
+from ptplan.surrogates import BestSoFar, OODPeakModel, evaluate, evaluate_curve_models, load_curves
+from ptplan.surrogates._synthetic import synthetic_curve, synthetic_table
 
 
 @pytest.fixture(scope="module")
