@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ptplan._recommend import recommend
 from ptplan._report import build_report
-from ptplan.surrogates._synthetic import synthetic_table
+from ptplan.testing import synthetic_table
 from _common import print_machine, timed
 
 
@@ -55,7 +55,7 @@ def _commands(tmp: Path, n: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "planner"))
     from test_study_cli import ptplan, write_plan
 
-    from ptplan.studies._synthetic import synthetic_study
+    from ptplan.testing import synthetic_study
 
     plan = write_plan(tmp, {"storage": f"journal://{tmp}/j.log"})
     synthetic_study(plan, n)

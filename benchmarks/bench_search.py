@@ -26,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/torch load: one thread per replay process
 
 from _common import print_machine  # noqa: E402
-from ptplan.studies._replay import (STRATEGIES, TOLERANCE, GridOracle, grid_truth, replay, score,  # noqa: E402
+from ptplan.testing.replay import (STRATEGIES, TOLERANCE, GridOracle, grid_truth, replay, score,  # noqa: E402
                              summarize, synthetic_grid, table_params)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ ABOUT = {
 
 
 def load_plan():
-    from ptplan._plan import load_plan as read
+    from ptplan.studies import read_plan as read
     from ptplan.studies import StudyPlan
 
     data, source = read(str(PLAN))

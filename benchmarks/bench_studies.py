@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 PTPLAN = [sys.executable, "-m", "ptplan._cli"]
 
-from ptplan.studies._synthetic import MICRO_SETS  # noqa: E402 - micro trial sizes as `--set` overrides
+from ptplan.testing import MICRO_SETS  # noqa: E402 - micro trial sizes as `--set` overrides
 
 
 def _sets(items):
@@ -43,7 +43,7 @@ def _sets(items):
 
 
 def _plan(preset: str, overrides: list[str]):
-    from ptplan._plan import load_plan
+    from ptplan.studies import read_plan as load_plan
     from ptplan.studies import StudyPlan
 
     data, source = load_plan(preset)
@@ -93,9 +93,9 @@ def bench_overhead(trials: int, work_dir: Path) -> None:
 def bench_status(work_dir: Path, n: int = 1000) -> None:
     import yaml
 
-    from ptplan.studies._synthetic import synthetic_study
+    from ptplan.testing import synthetic_study
 
-    from ptplan._plan import load_plan
+    from ptplan.studies import read_plan as load_plan
 
     for kind in ("sqlite", "journal"):
         folder = work_dir / f"status-{kind}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ptplan.surrogates import OODPeakModel, OutcomeModel, truncate
-from ptplan.surrogates._synthetic import synthetic_curve, synthetic_curves, synthetic_table
+from ptplan.testing import synthetic_curve, synthetic_curves, synthetic_table
 from _common import print_machine, timed
 
 

@@ -110,11 +110,13 @@ def init(
     out: Annotated[Optional[Path], typer.Option(help="plan file to write (default <preset>.yaml)")] = None,
     list_: Annotated[bool, typer.Option("--list", help="list the presets and exit")] = False,
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+    fields: Annotated[bool, typer.Option("--fields", help="print every plan field (type, default, help) and exit")]
+    = False,
 ) -> None:
     """Write a commented example plan (from a preset) to edit and run."""
     from ._study_cmd import init_command
 
-    raise typer.Exit(init_command(preset, out, list_, force, console, err_console))
+    raise typer.Exit(init_command(preset, out, list_, force, console, err_console, fields=fields))
 
 
 surrogate_app = typer.Typer(no_args_is_help=True, help="Surrogate models fitted on a trial table.")
@@ -144,7 +146,7 @@ def recommend(
     set_: SetOpt = [],
 ) -> None:
     """Recommended allocation at a budget: shares, ranks, hand-over, predicted ID/OOD with 80% intervals, evidence."""
-    from ._recommend import recommend_command
+    from ._recommend_cmd import recommend_command
 
     raise typer.Exit(recommend_command(plan, set_, budget, objective, json_, console, err_console))
 
@@ -158,7 +160,7 @@ def report(
     set_: SetOpt = [],
 ) -> None:
     """Terminal summary and a folder with report.md, report.html (images embedded) and PNG plots."""
-    from ._report import report_command
+    from ._report_cmd import report_command
 
     raise typer.Exit(report_command(plan, set_, out, budget, objective, console, err_console))
 

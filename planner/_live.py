@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-STAGES = ("cpt", "sft", "rl")
+from ptplan.stages.record import STAGES
 
 
 def _read(path: Path) -> dict | None:

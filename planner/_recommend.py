@@ -12,16 +12,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from ptplan.stages._errors import RecommendError
 
-STAGES = ("cpt", "sft", "rl")
+from ptplan.stages.record import STAGES, weighted_score
 MIN_MODEL_TRIALS = 3
 SHARE_STEPS = (-0.1, -0.05, 0.05, 0.1)  # moves of SFT <-> RL and CPT <-> (SFT+RL) around a candidate
 TOP_SEEDS = 10  # completed allocations whose neighbourhoods are searched
 EVIDENCE = 3
 
 
-class RecommendError(ValueError):
-    """A bad argument to `recommend` (objective, budget)."""
 
 
 def objective_weight(objective: str) -> float:
@@ -112,10 +111,6 @@ def _plain(x):
     return x
 
 
-def _score(idv, ood, w: float):
-    return (1.0 - w) * np.asarray(idv, dtype=float) + w * np.asarray(ood, dtype=float)
-
-
 def _option_columns(frame) -> list[str]:
     return [c for c in frame.columns if c.startswith("param.") and not c.startswith("param.allocation.shares.")
             and not c.endswith(".rank")]
@@ -185,7 +180,7 @@ def _evidence(model, done, cand_row: dict, w: float, n: int = EVIDENCE) -> list[
 
 def _trial_summary(r: dict, w: float, distance: float | None = None) -> dict:
     out = {"number": r.get("number"), "id": r.get("id"), "ood": r.get("ood"),
-           "score": float(_score(r["id"], r["ood"], w)),
+           "score": float(weighted_score(r["id"], r["ood"], w)),
            "shares": {s: r.get(f"share_{s}") for s in STAGES}, "ranks": {s: r.get(f"rank_{s}") for s in STAGES},
            "budget_total": r.get("budget_total")}
     if distance is not None:
@@ -225,7 +220,7 @@ def recommend(table: Any, budget: float | None = None, objective: str = "balance
         rec.notes.append("no completed trials: nothing to recommend yet (run the study, then `ptplan recommend`)")
         return rec
     if done.height < MIN_MODEL_TRIALS:
-        best = max(done.iter_rows(named=True), key=lambda r: float(_score(r["id"], r["ood"], w)))
+        best = max(done.iter_rows(named=True), key=lambda r: float(weighted_score(r["id"], r["ood"], w)))
         rec.source, rec.trial = "best completed trial", best.get("number")
         rec.shares, rec.ranks, rec.options = _row_allocation(best, option_cols)
         rec.predicted = {t: {"mean": best.get(t), "low": None, "high": None} for t in ("id", "ood")}
@@ -256,7 +251,7 @@ def recommend(table: Any, budget: float | None = None, objective: str = "balance
             rows.append(r)
     cands = pl.DataFrame(rows, schema=base.schema, strict=False)
     pred = model.predict_outcome(at_b(cands))
-    score = _score(pred["id"].to_numpy(), pred["ood"].to_numpy(), w)
+    score = weighted_score(pred["id"].to_numpy(), pred["ood"].to_numpy(), w)
     # neighbourhoods of the best completed allocations, kept inside the share range that was run
     share_lo = {s: float(done[f"share_{s}"].min()) if f"share_{s}" in done.columns and done[f"share_{s}"].null_count()
                 < done.height else 0.0 for s in STAGES}
@@ -275,7 +270,7 @@ def recommend(table: Any, budget: float | None = None, objective: str = "balance
         more = pl.DataFrame(extra, schema=base.schema, strict=False)
         mp = model.predict_outcome(at_b(more))
         cands, pred = pl.concat([cands, more]), pl.concat([pred, mp])
-        score = _score(pred["id"].to_numpy(), pred["ood"].to_numpy(), w)
+        score = weighted_score(pred["id"].to_numpy(), pred["ood"].to_numpy(), w)
     best = int(np.argmax(score))
     row, p = cands.row(best, named=True), pred.row(best, named=True)
     rec.source = "model"
@@ -307,97 +302,3 @@ def _handover(rec: Recommendation) -> dict:
         if rec.budget is not None:
             out["ood_peak_at"] = ((cpt or 0.0) + sft * peak["mean"]) * rec.budget
     return out
-
-
-# -- terminal --------------------------------------------------------------------------------------
-def _f(x, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}"
-    return str(x)
-
-
-def _interval(d: dict | None, pct: bool = False) -> str:
-    if not d or d.get("mean") is None:
-        return "-"
-    fmt = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:.3f}")
-    if d.get("low") is None:
-        return fmt(d["mean"]) + " (measured)"
-    return f"{fmt(d['mean'])} [{fmt(d['low'])}, {fmt(d['high'])}]"
-
-
-def print_recommendation(console, rec: Recommendation) -> None:
-    """Rich tables: allocation, predictions, evidence, warnings."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    if rec.warning:
-        console.print(f"[bold yellow]warning:[/] {escape(rec.warning)}", highlight=False, soft_wrap=True)
-    for n in rec.notes:
-        console.print(f"note: {escape(n)}", highlight=False, soft_wrap=True)
-    if not rec.ok:
-        return
-    unit = rec.unit or ""
-    t = Table(title=f"recommended allocation ({rec.objective}, budget {_f(rec.budget, 4)} {unit})")
-    for col in ("stage", "share", f"amount ({unit or 'unit'})", "rank"):
-        t.add_column(col, justify="right" if col != "stage" else "left")
-    amounts = rec.amounts()
-    for s in STAGES:
-        sh = rec.shares.get(s)
-        t.add_row(s.upper(), "-" if sh is None else f"{sh:.1%}", _f(amounts.get(s), 4), _f(rec.ranks.get(s)))
-    console.print(t)
-    if rec.options:
-        o = Table(title="searched options")
-        o.add_column("field")
-        o.add_column("value", justify="right")
-        for k, v in rec.options.items():
-            o.add_row(escape(k), _f(v, 4))
-        console.print(o)
-    h = rec.handover
-    if h.get("sft_share") is not None:
-        peak = "" if h.get("ood_peak_fraction") is None else \
-            f"; SFT's OOD score is predicted to peak at {_interval(rec.predicted.get('ood_peak_fraction'), True)} " \
-            "of SFT" \
-            + (f" (at {_f(h['ood_peak_at'], 4)} {unit})" if h.get("ood_peak_at") is not None else "")
-        after = f" (cumulative {_f(h['after'], 4)} {unit})" if h.get("after") is not None else ""
-        console.print(f"hand over SFT -> RL after SFT's {h['sft_share']:.1%} of the budget{after}{peak}",
-                      highlight=False, soft_wrap=True)
-    p = Table(title=f"predicted final scores ({rec.source}{', EXTRAPOLATING' if rec.extrapolating else ''})")
-    p.add_column("ID (80% interval)", justify="right")
-    p.add_column("OOD (80% interval)", justify="right")
-    p.add_row(_interval(rec.predicted.get("id")), _interval(rec.predicted.get("ood")))
-    console.print(p)
-    e = Table(title="evidence: closest completed trials")
-    for col in ("#", "shares c/s/r", "ranks c/s/r", "budget", "ID", "OOD", "distance"):
-        e.add_column(col, justify="right")
-    for r in rec.evidence:
-        e.add_row(_f(r["number"]), "/".join("-" if r["shares"][s] is None else f"{r['shares'][s]:.2f}" for s in STAGES),
-                  "/".join(_f(r["ranks"][s]) for s in STAGES), _f(r.get("budget_total"), 4), _f(r["id"]),
-                  _f(r["ood"]), _f(r.get("distance"), 2))
-    console.print(e)
-
-
-# -- command ---------------------------------------------------------------------------------------
-def recommend_command(plan: str, overrides: list[str], budget: float | None, objective: str, as_json: bool,
-                      console, err_console) -> int:
-    """`ptplan recommend`: read the plan's study, recommend, print a rich table or JSON."""
-    import json
-
-    from ptplan.studies import study_table
-
-    from ._study_cmd import _bad_input, _error, _open_existing, _resolve
-
-    try:
-        objective_weight(objective)
-        sp = _resolve(plan, overrides)
-        session = _open_existing(sp)
-        rows = study_table(session.admin, sp).rows
-        rec = recommend(rows, budget, objective)
-    except (*_bad_input(), RecommendError) as err:
-        return _error(err_console, err)
-    if as_json:
-        print(json.dumps(rec.to_dict(), indent=2, default=str))
-    else:
-        print_recommendation(console, rec)
-    return 0 if rec.ok else 1

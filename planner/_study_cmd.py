@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._plan import PlanError, load_plan, preset_names, preset_text
+from ptplan.stages._errors import ConfigError, PlanError, RecommendError, StudyError
 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
@@ -19,10 +19,9 @@ def _error(err_console: Console, message: str) -> int:
 
 
 def _resolve(plan: str, overrides: list[str]):
-    from ptplan.studies import StudyPlan
+    from ptplan.studies import Plan
 
-    data, source = load_plan(plan)
-    return StudyPlan.from_mapping(data, overrides, source)
+    return Plan.load(plan, overrides)
 
 
 def _echo(prefix: str = ""):
@@ -33,10 +32,7 @@ def _echo(prefix: str = ""):
 
 
 def _bad_input():
-    from ptplan.stages._config import ConfigError
-    from ptplan.studies import StudyError
-
-    return PlanError, ConfigError, StudyError
+    return PlanError, ConfigError, StudyError, RecommendError
 
 
 # -- run / worker ---------------------------------------------------------------------------------
@@ -169,19 +165,16 @@ def _print_status(console: Console, study, sp, url: str, limit: int | None = 50)
         console.print(f)
 
 
-def _open_existing(sp):
-    from ptplan.studies import open_session
-
-    return open_session(sp, create=False, must_exist=sp.study.storage is None, check=False)
-
-
 def status_command(plan: str, overrides: list[str], limit: int | None, console: Console,
                    err_console: Console) -> int:
     """Print the trial table, the Pareto front and compute saved; reads the trials once."""
     try:
-        sp = _resolve(plan, overrides)
-        session = _open_existing(sp)
         from ptplan.studies import check_identity
+
+        from ._api import Study
+
+        study = Study(plan, overrides)
+        sp, session = study.plan, study.session()
 
         try:
             check_identity(session.admin, sp, session.url)
@@ -196,15 +189,16 @@ def status_command(plan: str, overrides: list[str], limit: int | None, console: 
 def export_command(plan: str, overrides: list[str], fmt: str, out: Path | None, console: Console,
                    err_console: Console) -> int:
     """Write the trial table (one row per trial) as Parquet or CSV."""
-    from ptplan.studies import export_table, study_table
+    from ptplan.studies import export_table
+
+    from ._api import Study
 
     if fmt not in ("parquet", "csv"):
         return _error(err_console, f"--format must be parquet or csv, got {fmt!r}")
     try:
-        sp = _resolve(plan, overrides)
-        session = _open_existing(sp)
-        table = study_table(session.admin, sp)
-        out = Path(out) if out else sp.run_dir / f"trials.{fmt}"
+        study = Study(plan, overrides)
+        table = study.status()
+        out = Path(out) if out else study.plan.run_dir / f"trials.{fmt}"
         out.parent.mkdir(parents=True, exist_ok=True)
         export_table(table.rows, out, fmt)
     except _bad_input() as err:
@@ -215,8 +209,14 @@ def export_command(plan: str, overrides: list[str], fmt: str, out: Path | None, 
 
 # -- init ------------------------------------------------------------------------------------------
 def init_command(preset: str, out: Path | None, list_: bool, force: bool, console: Console,
-                 err_console: Console) -> int:
-    """Write a commented example plan (a preset) to a file, or list the presets."""
+                 err_console: Console, fields: bool = False) -> int:
+    """Write a commented example plan (a preset, each field's help above it) to a file, list the
+    presets, or print the field reference."""
+    from ptplan.studies import annotate_plan, fields_markdown, preset_names, preset_text
+
+    if fields:
+        print(fields_markdown(), end="")
+        return 0
     names = preset_names()
     if list_:
         table = Table(title="presets (ptplan init --preset NAME)")
@@ -233,6 +233,6 @@ def init_command(preset: str, out: Path | None, list_: bool, force: bool, consol
     if out.exists() and not force:
         return _error(err_console, f"{out} exists; pass --force to overwrite it, or --out another file")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(preset_text(preset))
+    out.write_text(annotate_plan(preset_text(preset)))
     console.print(f"wrote {out} (preset {preset}); run it with `ptplan run {out}`", highlight=False, markup=False)
     return 0

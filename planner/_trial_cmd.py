@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._plan import PlanError, load_plan, trial_config
+from ptplan.stages._errors import ConfigError, ConfigMismatch, PlanError, TrialFailed
 
 
 def _fmt(x) -> str:
@@ -35,25 +35,22 @@ def summary_table(result: dict) -> Table:
 
 def run_trial_command(plan, overrides, out, resume, console: Console, err_console: Console) -> int:
     """Resolve the config, run the trial, print the outcome; returns the exit code."""
-    from ptplan.stages._config import ConfigError
+    from ._api import run_trial, trial_config
 
     try:
         if resume is not None:
-            from ptplan.stages._trial import load_trial_config
+            from ptplan.stages import load_trial_config
 
             config = load_trial_config(resume)
             out = resume
         else:
             if plan is None:
                 raise PlanError("give a plan file or preset name, or --resume DIR")
-            data, _ = load_plan(plan)
-            config = trial_config(data, overrides)
+            config = trial_config(plan, overrides)
     except (PlanError, ConfigError) as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
     out = Path(out) if out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-    from ptplan.stages._trial import ConfigMismatch, TrialFailed, TrialRunner
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                         TimeElapsedColumn(), console=err_console, transient=False)
@@ -71,10 +68,9 @@ def run_trial_command(plan, overrides, out, resume, console: Console, err_consol
 
     console.print(f"trial [bold]{config.name}[/] -> {out}  (budget {config.budget.total:.4g} {config.budget.unit}, "
                   f"shares {config.allocation.shares})", highlight=False)
-    runner = TrialRunner(config, out, on_progress=on_progress, on_point=on_point)
     try:
         with progress:
-            result = runner.run()
+            result = run_trial(config, out, on_progress=on_progress, on_point=on_point)
     except ConfigMismatch as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2

@@ -1,7 +1,9 @@
-"""Trial configuration: one dataclass per section, validated in __post_init__.
+"""The plan's trial sections: one dataclass per section, validated in __post_init__.
 
-Errors raise `ConfigError` carrying the field name; `from_dict` prefixes the full plan path so a
-message reads "`allocation.sft.rank` must be 0 or a power of two up to 512, got 3".
+Every field carries its help (`metadata={"help": ...}`) and choices as `Literal[...]` types: one
+definition drives validation, the commented `ptplan init` output and the README's field list
+(`plan_fields`). Errors raise `ConfigError` carrying the field name; `from_dict` prefixes the full
+plan path so a message reads "`allocation.sft.rank` must be 0 or a power of two up to 512, got 3".
 """
 
 from __future__ import annotations
@@ -12,23 +14,42 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-UNITS = ("flops", "tokens", "examples", "epochs", "seconds")
-STAGES = ("cpt", "sft", "rl")
+from ptplan.stages._errors import ConfigError
+from ptplan.stages.record import STAGES
+
+Unit = Literal["flops", "tokens", "examples", "epochs", "seconds"]
+Suite = Literal["genomics", "transcriptomics", "proteins"]  # the keys of `ptplan.stages.SUITES`
+UNITS = typing.get_args(Unit)
 ALLOWED_RANKS = (0,) + tuple(2**i for i in range(10))  # 0 = full fine-tuning, else 1..512
 
 
-class ConfigError(ValueError):
-    """A plan field has a bad value; `path` names the field."""
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its help text (shown by `ptplan init` and the README's field list)."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
 
-    def __init__(self, path: str, message: str):
-        self.path = path
-        self.detail = message
-        super().__init__(f"`{path}` {message}")
 
-    def under(self, prefix: str) -> "ConfigError":
-        return ConfigError(f"{prefix}.{self.path}" if prefix else self.path, self.detail)
+def _literal_choices(annotation: Any) -> tuple | None:
+    """The allowed values of a `Literal[...]` (or `Literal[...] | None`) annotation, else None."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if typing.get_origin(arg) is Literal:
+                return typing.get_args(arg) + ((None,) if type(None) in typing.get_args(annotation) else ())
+    return None
+
+
+def check_choices(obj: Any) -> None:
+    """Refuse a value outside its field's `Literal` choices, naming the field and the choices."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        choices = _literal_choices(hints[f.name])
+        value = getattr(obj, f.name)
+        if choices is not None and value not in choices:
+            shown = ", ".join(str(c) for c in choices if c is not None)
+            raise ConfigError(f.name, f"must be one of {shown}, got {value!r}")
 
 
 def _check(ok: bool, name: str, message: str, value: Any) -> None:
@@ -45,11 +66,12 @@ def _positive(name: str, value: Any, kind=int) -> None:
 class Budget:
     """Total compute for one trial, in one unit; every unit is still recorded by the ledger."""
 
-    total: float = 5e11
-    unit: str = "flops"
+    total: float = option(5e11, "the whole trial's budget, in `unit`")
+    unit: Unit = option("flops", "budget unit; every unit is still recorded by the ledger (FLOPs: 6N per trained "
+                         "token, 4N with LoRA, 2N per generated token)")
 
     def __post_init__(self):
-        _check(self.unit in UNITS, "unit", f"must be one of {', '.join(UNITS)}", self.unit)
+        check_choices(self)
         _check(isinstance(self.total, (int, float)) and math.isfinite(self.total) and self.total > 0,
                "total", "must be a positive finite number", self.total)
 
@@ -58,11 +80,11 @@ class Budget:
 class StageConfig:
     """Settings of one training stage (CPT or SFT)."""
 
-    rank: int = 0
-    lr: float = 1e-3
-    batch_size: int = 32
-    warmup_steps: int = 5
-    max_length: int = 192
+    rank: int = option(0, "LoRA rank (a power of two up to 512); 0 trains all weights")
+    lr: float = option(1e-3, "peak learning rate")
+    batch_size: int = option(32, "examples per optimizer step (RL: prompts per step)")
+    warmup_steps: int = option(5, "linear warm-up steps")
+    max_length: int = option(192, "tokens per training example (longer ones are cut)")
 
     def __post_init__(self):
         _check(self.rank in ALLOWED_RANKS and not isinstance(self.rank, bool), "rank",
@@ -78,27 +100,26 @@ class StageConfig:
 class RLConfig(StageConfig):
     """GRPO stage: `batch_size` counts prompts per step, each sampled `generations` times."""
 
-    lr: float = 1e-4
-    batch_size: int = 8
-    beta: float = 1e-3
-    generations: int = 4
-    start: str = "warm"
-    temperature: float = 1.0
-    max_completion_length: int = 32
-    handover: str = "fixed"  # or "predicted-peak": end SFT once its OOD peak is predicted passed
-    handover_confidence: float = 0.8
+    lr: float = option(1e-4, "peak learning rate")
+    batch_size: int = option(8, "prompts per optimizer step, each sampled `generations` times")
+    beta: float = option(1e-3, "KL penalty towards the stage's starting model")
+    generations: int = option(4, "completions sampled per prompt (GRPO compares them)")
+    start: Literal["warm", "cold"] = option("warm", "warm: from the SFT result; cold: from the model before SFT")
+    temperature: float = option(1.0, "sampling temperature of the RL completions")
+    max_completion_length: int = option(32, "tokens generated per RL completion")
+    handover: Literal["fixed", "predicted-peak"] = option(
+        "fixed", "fixed: SFT runs its whole share; predicted-peak: end SFT once the curve model says its OOD peak "
+        "has passed and give the rest of SFT's share to RL")
+    handover_confidence: float = option(0.8, "probability that the peak has passed needed to hand over")
 
     def __post_init__(self):
         super().__post_init__()
-        _check(self.handover in ("fixed", "predicted-peak"), "handover",
-               "must be 'fixed' (SFT runs its whole share) or 'predicted-peak'", self.handover)
+        check_choices(self)
         _check(isinstance(self.handover_confidence, (int, float)) and 0.5 <= self.handover_confidence < 1,
                "handover_confidence", "must be in [0.5, 1)", self.handover_confidence)
         _check(isinstance(self.beta, (int, float)) and self.beta >= 0, "beta", "must be >= 0", self.beta)
         _check(isinstance(self.generations, int) and self.generations >= 2, "generations",
                "must be an integer >= 2 (GRPO compares completions of one prompt)", self.generations)
-        _check(self.start in ("warm", "cold"), "start",
-               "must be 'warm' (from the SFT result) or 'cold' (from the model before SFT)", self.start)
         _check(isinstance(self.temperature, (int, float)) and self.temperature > 0, "temperature",
                "must be > 0", self.temperature)
         _positive("max_completion_length", self.max_completion_length)
@@ -108,10 +129,11 @@ class RLConfig(StageConfig):
 class Allocation:
     """What one trial does: stage shares on the simplex plus each stage's settings."""
 
-    shares: dict[str, float] = field(default_factory=lambda: {"cpt": 0.3, "sft": 0.3, "rl": 0.4})
-    cpt: StageConfig = field(default_factory=StageConfig)
-    sft: StageConfig = field(default_factory=StageConfig)
-    rl: RLConfig = field(default_factory=RLConfig)
+    shares: dict[str, float] = option(factory=lambda: {"cpt": 0.3, "sft": 0.3, "rl": 0.4},
+                                      help="fraction of the budget per stage (cpt, sft, rl); sums to 1")
+    cpt: StageConfig = option(factory=StageConfig, help="continued pre-training on the suite's corpus")
+    sft: StageConfig = option(factory=StageConfig, help="supervised fine-tuning, loss on the answer only")
+    rl: RLConfig = option(factory=RLConfig, help="GRPO with the task's verifiable reward")
 
     def __post_init__(self):
         _check(isinstance(self.shares, dict), "shares", "must be a mapping of cpt/sft/rl to fractions",
@@ -134,9 +156,9 @@ class Allocation:
 class BackboneConfig:
     """A built-in `name`, or `path` to a local folder / hub id of any causal LM."""
 
-    name: str = "llama-0.5m"
-    path: str | None = None
-    trust_remote_code: bool = False
+    name: str = option("llama-0.5m", "a built-in backbone: llama-0.5m, llama-2m, llama-8m or llama-30m")
+    path: str | None = option(None, "a local folder or hub id of any causal LM (overrides `name`)")
+    trust_remote_code: bool = option(False, "allow the model's own code (hub models that need it)")
 
     def __post_init__(self):
         from ._backbones import BUILTIN_BACKBONES
@@ -147,29 +169,34 @@ class BackboneConfig:
                    self.name)
 
 
-@dataclass
-class SizesConfig:
-    cpt: int = 2000
-    sft: int = 2000
-    rl: int = 512
-    id_test: int = 64
-    ood_test: int = 64
+@dataclass(frozen=True)
+class SuiteSizes:
+    """How many items each split of a built-in suite holds."""
 
-    def __post_init__(self):
+    cpt: int = option(2000, "CPT corpus documents")
+    sft: int = option(2000, "SFT examples")
+    rl: int = option(512, "RL prompts")
+    id_test: int = option(64, "in-domain test items")
+    ood_test: int = option(64, "out-of-domain test items")
+
+    def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            _positive(f.name, getattr(self, f.name))
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"data.sizes.{f.name}", f"must be a positive integer, got {value!r}")
 
 
 @dataclass
 class DataConfig:
     """A built-in `suite`, or user `files` (split -> path) scored by `scorer`."""
 
-    suite: str | None = "genomics"
-    seed: int = 0
-    sizes: SizesConfig = field(default_factory=SizesConfig)
-    files: dict[str, str] | None = None
-    scorer: str = "exact"
-    tolerance: float = 0.05
+    suite: Suite | None = option("genomics", "a built-in suite (or give `files`)")
+    seed: int = option(0, "seed of the generated suite data")
+    sizes: SuiteSizes = option(factory=lambda: SuiteSizes(), help="items per split of a built-in suite")
+    files: dict[str, str] | None = option(None, "user data: split (cpt, sft, rl, id, ood) -> JSONL, CSV or "
+                                          "Parquet file with `prompt` and `answer` columns")
+    scorer: str = option("exact", "user data scorer: exact, numeric, set_f1, or module:function")
+    tolerance: float = option(0.05, "relative tolerance of the `numeric` scorer")
 
     def __post_init__(self):
         if self.files is not None:
@@ -180,19 +207,19 @@ class DataConfig:
             for split in ("id", "ood"):
                 _check(split in self.files, "files", f"needs the `{split}` split", self.files)
         else:
-            from ._tasks import SUITES
-
-            _check(self.suite in SUITES, "suite", f"must be one of {', '.join(SUITES)} (or give `data.files`)",
-                   self.suite)
+            _check(self.suite is not None, "suite", f"must be one of {', '.join(typing.get_args(Suite))} "
+                   "(or give `data.files`)", self.suite)
+            check_choices(self)
 
 
 @dataclass
 class EvalConfig:
     """Evaluation points per stage (evenly spaced in compute) plus the start; not charged."""
 
-    points: dict[str, int] = field(default_factory=lambda: {"cpt": 2, "sft": 8, "rl": 4})
-    batch_size: int = 64
-    max_new_tokens: int | None = None  # default: longest test answer + 2
+    points: dict[str, int] = option(factory=lambda: {"cpt": 2, "sft": 8, "rl": 4},
+                                    help="evaluation points per stage, evenly spaced in compute")
+    batch_size: int = option(64, "prompts per generation batch")
+    max_new_tokens: int | None = option(None, "tokens generated per answer (default: longest test answer + 2)")
 
     def __post_init__(self):
         _check(isinstance(self.points, dict) and set(self.points) <= set(STAGES), "points",
@@ -209,14 +236,14 @@ class EvalConfig:
 class TrialConfig:
     """Everything that determines one staged trial."""
 
-    name: str = "trial"
-    seed: int = 0
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    budget: Budget = field(default_factory=Budget)
-    allocation: Allocation = field(default_factory=Allocation)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    device: str = "auto"
+    name: str = option("trial", "name of the trial (and of the study, unless `study.name` is set)")
+    seed: int = option(0, "training seed (initialization, data order, sampling)")
+    backbone: BackboneConfig = option(factory=BackboneConfig, help="the model to post-train")
+    data: DataConfig = option(factory=DataConfig, help="a built-in suite or user files")
+    budget: Budget = option(factory=Budget, help="the fixed compute budget of one trial")
+    allocation: Allocation = option(factory=Allocation, help="stage shares and each stage's settings")
+    eval: EvalConfig = option(factory=EvalConfig, help="evaluation (not charged to the budget)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
 
     def __post_init__(self):
         _check(self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"), "device",

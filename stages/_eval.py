@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from ptplan.stages._errors import EvalError
 
 
-class EvalError(RuntimeError):
-    """Evaluation itself failed (not the model being wrong)."""
 
 
 @dataclass

@@ -11,10 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ._config import STAGES, UNITS
+from ptplan.stages._errors import BudgetError
 
 
-class BudgetError(ValueError):
-    """The budget cannot pay for what the allocation asks (e.g. less than one step of a stage)."""
 
 
 def train_flops_per_token(n_params: int, rank: int) -> float:

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Callable
 from typing import Any
+from ptplan.stages._errors import RewardError
 
 Scorer = Callable[[str, str], float]
 
@@ -19,8 +20,6 @@ _EPS = 1e-9
 _LABEL_SEPARATORS = re.compile(r"[,;|\n]+")
 
 
-class RewardError(RuntimeError):
-    """A user reward callable raised or returned something that is not one score per completion."""
 
 
 def as_text(completion: Any) -> str:

@@ -15,69 +15,22 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ._config import STAGES, ConfigError, TrialConfig
-from ._ledger import BudgetError, Ledger, Spend
+from ._config import TrialConfig
+from ._errors import ConfigError, ConfigMismatch, TrialFailed, reason_of
+from ._ledger import Ledger, Spend
+from .record import CONFIG_FILE, CURVES_FILE, LOG_FILE, RESULT_FILE, STAGES, CurvePoint, ood_peak, write_curves
 
 CODE_VERSION = "1"  # bump when a change makes old stage checkpoints invalid
-FAILURE_REASONS = ("diverged", "oom", "reward_error", "data_error", "eval_error", "budget", "interrupted", "pruned",
-                   "error")
 log = logging.getLogger("ptplan.trial")
-
-
-class TrialFailed(RuntimeError):
-    """A trial ended with status `failed`; everything recorded so far is on disk."""
-
-    def __init__(self, reason: str, message: str, result: dict | None = None):
-        self.reason, self.message, self.result = reason, message, result
-        super().__init__(f"trial failed ({reason}): {message}")
-
-
-class ConfigMismatch(ValueError):
-    """An existing trial folder holds a different configuration."""
-
-
-@dataclass
-class CurvePoint:
-    stage: str
-    step: int
-    compute: float  # cumulative, in the budget unit, across stages
-    flops: float
-    tokens: float
-    id: float
-    ood: float
-    loss: float | None
-    reward: float | None
-    id_tasks: dict[str, float] = field(default_factory=dict)
-    ood_tasks: dict[str, float] = field(default_factory=dict)
+HandoverPolicy = Callable[[list[tuple[float, float, float, float]], int], "str | None"]
 
 
 def classify_failure(err: BaseException) -> str:
-    """Map an exception to a failure reason class."""
-    from ._eval import EvalError
-    from ._stages import DivergedError, RewardError
-
-    name = type(err).__name__
-    if isinstance(err, KeyboardInterrupt):
-        return "interrupted"
-    if name == "TrialPruned":  # raised by a study's pruner from an evaluation hook (no optuna import here)
-        return "pruned"
-    if isinstance(err, DivergedError):
-        return "diverged"
-    if isinstance(err, RewardError) or isinstance(err.__cause__, RewardError):
-        return "reward_error"
-    if isinstance(err, MemoryError) or name == "OutOfMemoryError" or "out of memory" in str(err).lower():
-        return "oom"
-    if name == "DataError":
-        return "data_error"
-    if isinstance(err, EvalError):
-        return "eval_error"
-    if isinstance(err, BudgetError):
-        return "budget"
-    return "error"
+    """The failure reason a trial records for an exception (see `record.FAILURE_REASONS`)."""
+    return reason_of(err)
 
 
 def load_task_data(config: TrialConfig):
@@ -87,9 +40,9 @@ def load_task_data(config: TrialConfig):
         from ._userdata import load_user_data
 
         return load_user_data(d.files, scorer=d.scorer, tolerance=d.tolerance)
-    from ._tasks import SuiteSizes, build_suite
+    from ._tasks import build_suite
 
-    return build_suite(d.suite, seed=d.seed, sizes=SuiteSizes(**dataclasses.asdict(d.sizes)))
+    return build_suite(d.suite, seed=d.seed, sizes=d.sizes)
 
 
 def _file_digest(path: str) -> str:
@@ -119,22 +72,6 @@ def stage_key(config: TrialConfig, stage: str, slice_: float, prev_key: str) -> 
 def base_key(config: TrialConfig) -> str:
     payload = {"v": CODE_VERSION, "backbone": dataclasses.asdict(config.backbone), "seed": config.seed}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def ood_peak(points: list[CurvePoint], ledger: Ledger) -> dict | None:
-    """OOD peak of the SFT stage: compute into SFT, fraction of its slice, value, censored flag."""
-    sft = [p for p in points if p.stage == "sft"]
-    if not sft:
-        return None
-    offset = ledger.spent_before("sft")
-    before = [p for p in points if p.stage in ("start", "cpt")]
-    series = ([before[-1]] if before else []) + sft
-    best = max(range(len(series)), key=lambda i: (series[i].ood, -i))
-    peak = series[best]
-    rel = max(peak.compute - offset, 0.0)
-    spent = ledger.stages["sft"].spent.get(ledger.unit)
-    return {"compute": rel, "fraction": min(rel / spent, 1.0) if spent else 0.0, "value": peak.ood,
-            "censored": best == len(series) - 1 and len(series) > 1 and series[-1].ood > series[-2].ood}
 
 
 def describe_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -187,15 +124,21 @@ def _quiet_libraries() -> None:
 
 
 class TrialRunner:
-    """Runs (or resumes) one trial into `out_dir`; stage checkpoints live in `store_dir`."""
+    """Runs (or resumes) one trial into `out_dir`; stage checkpoints live in `store_dir`.
+
+    `handover_policy(curve, eval_points)` decides a `predicted-peak` hand-over: it gets the SFT curve
+    so far as (fraction of the slice, OOD, ID, loss) tuples and returns a reason to end SFT, or None.
+    """
 
     def __init__(self, config: TrialConfig, out_dir: str | Path, store_dir: str | Path | None = None,
                  on_progress: Callable[[str, float, float], None] | None = None,
-                 on_point: Callable[[CurvePoint], None] | None = None):
+                 on_point: Callable[[CurvePoint], None] | None = None,
+                 handover_policy: HandoverPolicy | None = None):
         self.config = config
         self.out = Path(out_dir)
         self.store = Path(store_dir) if store_dir else self.out / "stages"
         self.on_progress, self.on_point = on_progress, on_point
+        self.handover_policy = handover_policy
         self.points: list[CurvePoint] = []
         self.ledger = Ledger.split(config.budget.total, config.budget.unit, config.allocation.shares)
         self.timings: dict[str, float] = {}
@@ -209,7 +152,7 @@ class TrialRunner:
         import yaml
 
         self.out.mkdir(parents=True, exist_ok=True)
-        path = self.out / "config.yaml"
+        path = self.out / CONFIG_FILE
         new = self.config.to_dict()
         if path.exists():
             old = yaml.safe_load(path.read_text()) or {}
@@ -219,17 +162,7 @@ class TrialRunner:
         path.write_text(yaml.safe_dump(new, sort_keys=False))
 
     def _write_outputs(self, status: str, failure: dict | None, started: float) -> dict:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        rows = [dataclasses.asdict(p) for p in self.points]
-        for r in rows:
-            r["id_tasks"], r["ood_tasks"] = json.dumps(r["id_tasks"]), json.dumps(r["ood_tasks"])
-        schema = pa.schema([("stage", pa.string()), ("step", pa.int64()), ("compute", pa.float64()),
-                            ("flops", pa.float64()), ("tokens", pa.float64()), ("id", pa.float64()),
-                            ("ood", pa.float64()), ("loss", pa.float64()), ("reward", pa.float64()),
-                            ("id_tasks", pa.string()), ("ood_tasks", pa.string())])
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), self.out / "curves.parquet")
+        write_curves(self.points, self.out / CURVES_FILE)
         final = self.points[-1] if self.points else None
         self.timings["total"] = time.perf_counter() - started
         result = {
@@ -239,13 +172,17 @@ class TrialRunner:
             "final": None if final is None or status != "complete" else {
                 "id": final.id, "ood": final.ood, "id_tasks": final.id_tasks, "ood_tasks": final.ood_tasks},
             "last_point": None if final is None else {"stage": final.stage, "id": final.id, "ood": final.ood},
-            "ood_peak": ood_peak(self.points, self.ledger), "stages": self.stage_info,
+            "ood_peak": self._ood_peak(), "stages": self.stage_info,
             "handover": self.handover or None,
             "timings": self.timings, "parameters": getattr(self, "n_params", None),
-            "curves": "curves.parquet",
+            "curves": CURVES_FILE,
         }
-        _write_json(self.out / "result.json", result)
+        _write_json(self.out / RESULT_FILE, result)
         return result
+
+    def _ood_peak(self) -> dict | None:
+        sft = self.ledger.stages.get("sft")
+        return ood_peak(self.points, self.ledger.spent_before("sft"), sft.spent.get(self.ledger.unit) if sft else 0.0)
 
     # -- evaluation ---------------------------------------------------------------------------
     def _evaluate(self, stage: str, model, tokenizer, step: int, spent: Spend, loss=None, reward=None) -> CurvePoint:
@@ -280,7 +217,7 @@ class TrialRunner:
         started = time.perf_counter()
         _quiet_libraries()
         self._write_config()
-        self.handle = logging.FileHandler(self.out / "trial.log")
+        self.handle = logging.FileHandler(self.out / LOG_FILE)
         self.handle.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         for name in ("ptplan", "transformers", "trl"):
             logging.getLogger(name).addHandler(self.handle)
@@ -288,7 +225,7 @@ class TrialRunner:
         try:
             self._run()
         except BaseException as err:
-            reason = classify_failure(err)
+            reason = reason_of(err)
             message = f"{type(err).__name__}: {err}"
             log.exception("trial failed (%s)", reason)
             result = self._write_outputs("failed", {"reason": reason, "message": message}, started)
@@ -339,7 +276,10 @@ class TrialRunner:
             if name == "sft" and cfg.allocation.shares["rl"] > 0 and cfg.allocation.rl.start == "cold":
                 pre_sft = (copy.deepcopy(model).cpu(), key)
             if name == "sft" and "rl" in contexts and cfg.allocation.rl.handover == "predicted-peak":
-                ctx.handover = self._peak_policy(ctx)
+                if self.handover_policy is None:
+                    raise ConfigError("allocation.rl.handover", "is 'predicted-peak' but no hand-over policy was "
+                                      "given (ptplan.run_trial supplies the OOD-peak curve model's)")
+                ctx.handover = self._peak_policy(ctx, self.handover_policy)
             if name == "rl" and self.handover.get("switched"):  # the rest of SFT's slice goes to RL
                 ctx.slice += self.handover["moved_to_rl"]
                 self.ledger.stages["rl"].slice = ctx.slice
@@ -354,33 +294,17 @@ class TrialRunner:
             self.stage_info[name] = {"key": key, "checkpoint": str(folder / "model"),
                                      "reused": self.ledger.stages[name].reused}
 
-    def _peak_policy(self, ctx):
-        """`handover: predicted-peak`: after each SFT evaluation, ask the OOD-peak curve model whether
-        the peak has passed (or falls within the next evaluation interval); if so, end SFT."""
-        import numpy as np
-
-        from ptplan.surrogates import OODPeakModel  # numpy/scikit-learn only; imported when asked for
-
-        model = OODPeakModel(level=0.8).fit(None)  # one trial: no prior curves, wide intervals
-        confidence = self.config.allocation.rl.handover_confidence
-        grid = [i / ctx.eval_points for i in range(ctx.eval_points + 1)]
+    def _peak_policy(self, ctx, policy: HandoverPolicy):
+        """`handover: predicted-peak`: after each SFT evaluation, pass the SFT curve so far (fraction of
+        the slice, OOD, ID, loss; from the point SFT started at) to `policy`; a reason ends SFT."""
+        nan = float("nan")
 
         def decide(state) -> str | None:
             offset = self.ledger.spent_before("sft")
             before = [p for p in self.points if p.stage in ("start", "cpt")][-1:]
             pts = before + [p for p in self.points if p.stage == "sft"]
-            curve = np.array([[(p.compute - offset) / ctx.slice, p.ood, p.id,
-                               np.nan if p.loss is None else p.loss] for p in pts])
-            pred = model.predict_peak([curve], grid=grid).row(0)
-            seen = float(curve[-1, 0])
-            if pred["behind"] >= confidence:
-                why = f"OOD peak passed with probability {pred['behind']:.2f}"
-            elif pred["location_high"] <= seen + 1.0 / ctx.eval_points:
-                why = f"OOD peak predicted within the next evaluation interval (<= {pred['location_high']:.0%})"
-            else:
-                return None
-            return (f"{why} at {seen:.0%} of SFT; predicted peak at {pred['location']:.0%} "
-                    f"(OOD {pred['value']:.3f})")
+            curve = [((p.compute - offset) / ctx.slice, p.ood, p.id, nan if p.loss is None else p.loss) for p in pts]
+            return policy(curve, ctx.eval_points)
 
         return decide
 

@@ -15,44 +15,11 @@ from typing import Any
 
 from ptplan.stages._scoring import DEFAULT_TOLERANCE, resolve_scorer
 from ptplan.stages._tasks._base import FALLBACK_TASK, Example, TaskData
+from ptplan.stages._errors import DataError
 
 SPLITS: dict[str, bool] = {"cpt": False, "sft": False, "rl": False, "id": True, "ood": True}  # split -> required
-_MAX_VALUE_CHARS = 80
 
 
-class DataError(ValueError):
-    """A user data file that does not match the schema.
-
-    Attributes name where: `split`, `file`, `field` (column), `row` (1-based: the line of a JSONL
-    file, the data row of a CSV file after its header, the row of a Parquet file) and `value`.
-    """
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        split: str | None = None,
-        file: str | Path | None = None,
-        field: str | None = None,
-        row: int | None = None,
-        value: Any = None,
-        has_value: bool = False,
-    ):
-        self.problem, self.split, self.file, self.field, self.row, self.value = problem, split, file, field, row, value
-        where = []
-        if split is not None:
-            where.append(f"split `{split}`")
-        if file is not None:
-            where.append(f"file {str(file)!r}")
-        if row is not None:
-            where.append(f"row {row}")
-        if field is not None:
-            where.append(f"column `{field}`")
-        message = (", ".join(where) + ": " if where else "") + problem
-        if has_value:
-            shown = repr(value)
-            message += f" (value: {shown[:_MAX_VALUE_CHARS] + '...' if len(shown) > _MAX_VALUE_CHARS else shown})"
-        super().__init__(message)
 
 
 def _rows_jsonl(path: Path, err: Any) -> tuple[list[str] | None, Iterator[tuple[int, dict[str, Any]]]]:

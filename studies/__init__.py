@@ -4,19 +4,23 @@ A plan's `study:` section becomes one Optuna study whose trials are real staged 
 Names resolve lazily so that `import ptplan.studies` imports neither optuna nor torch.
 """
 
-from importlib import import_module
+
+from ptplan.stages._lazy import lazy_exports
 
 _EXPORTS = {
-    # plan section and identity
-    "StudyPlan": "_config", "StudyConfig": "_config", "ObjectiveConfig": "_config", "HeartbeatConfig": "_config",
-    "StudyError": "_config",
+    # the plan (files, presets, study section) and its identity
+    "Plan": "_config", "StudyPlan": "_config", "StudyConfig": "_config", "ObjectiveConfig": "_config",
+    "HeartbeatConfig": "_config", "read_plan": "_config", "trial_config": "_config", "preset_names": "_config",
+    "preset_text": "_config", "StudyError": "_config", "plan_fields": "_config", "fields_markdown": "_config",
+    "annotate_plan": "_config",
     # search space
     "SearchSpace": "_space", "Param": "_space", "CPT_SHARE": "_space", "SFT_OF_REST": "_space",
+    "SHARE_PARAMS": "_space",
     # storage and study
     "StorageSpec": "_storage", "open_storage": "_storage", "default_storage": "_storage", "mask": "_storage",
     "SAMPLERS": "_study", "PRUNERS": "_study", "open_study": "_study", "check_identity": "_study",
     # surrogate-guided search and multi-objective pruning
-    "SurrogateSampler": "_surrogate_sampler", "DominatedPruner": "_prune",
+    "SurrogateSampler": "_surrogate_sampler", "DominatedPruner": "_prune", "pareto_points": "_prune",
     # objective and workers
     "TrialObjective": "_objective", "Lease": "_objective",
     "Session": "_worker", "open_session": "_worker", "work": "_worker", "run_study": "_worker",
@@ -28,10 +32,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ptplan.studies' has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, globals(), {k: f".{v}" for k, v in _EXPORTS.items()})

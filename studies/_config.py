@@ -1,4 +1,5 @@
-"""The `study:` section of a plan, validated into dataclasses, and the study's identity.
+"""The plan: a YAML file or a preset, read into the trial sections (`ptplan.stages` config) plus the
+`study:` section, validated into dataclasses, and the study's identity.
 
 A study's identity is what makes its trials comparable: the search space, the objective and the
 fixed trial configuration (budget included). Resuming with a plan whose identity differs is
@@ -9,23 +10,85 @@ workers keep their lease are not part of it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+import re
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ptplan.stages._config import ConfigError, TrialConfig, apply_overrides, from_dict
+from ptplan.stages._config import TrialConfig, apply_overrides, check_choices, from_dict, option
+from ptplan.stages._errors import ConfigError, PlanError, StudyError  # noqa: F401 - StudyError: re-exported
 
 from ._space import SearchSpace, default_search
 
-OBJECTIVES = ("multi", "weighted")
+SamplerName = Literal["surrogate", "tpe", "gp", "nsga2", "random", "grid"]  # the keys of `_study.SAMPLERS`
+PrunerName = Literal["dominated", "median", "hyperband", "successive_halving", "none"]  # `_study.PRUNERS`
+MULTI_PRUNERS = ("dominated",)  # the pruners a multi-objective study takes; the others need `kind: weighted`
 DEFAULT_TRIALS = 20
 MACHINE_FIELDS = ("device",)  # trial fields that may differ between workers of one study
 
 
-class StudyError(RuntimeError):
-    """A study cannot be opened, resumed or run; the message says why and what to do."""
+STUDY_SECTIONS = ("study",)  # plan sections besides the trial configuration
+
+
+# -- plan files and presets -------------------------------------------------------------------------
+def preset_names() -> list[str]:
+    """Plans shipped inside the package (`ptplan/presets/*.yaml`)."""
+    from importlib import resources
+
+    folder = resources.files("ptplan") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    from importlib import resources
+
+    return (resources.files("ptplan") / "presets" / f"{name}.yaml").read_text()
+
+
+def read_plan(plan: str | Path) -> tuple[dict, str]:
+    """Return (mapping, source) for a plan file path or a preset name."""
+    import yaml
+
+    path = Path(plan)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise PlanError(f"plan file {plan} does not exist")
+        text, source = path.read_text(), str(path)
+    elif str(plan) in preset_names():
+        text, source = preset_text(str(plan)), f"preset:{plan}"
+    else:
+        raise PlanError(f"{str(plan)!r} is neither a plan file nor a preset (presets: {', '.join(preset_names())})")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PlanError(f"{source}:{where} is not valid YAML: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PlanError(f"{source}: a plan must be a mapping of sections, got {type(data).__name__}")
+    return data, source
+
+
+def _overrides(overrides: list[str] | tuple | dict | None) -> list[str]:
+    """`key=value` strings, or a mapping {"budget.total": 8e11} turned into them."""
+    if not overrides:
+        return []
+    if isinstance(overrides, dict):
+        return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    return list(overrides)
+
+
+def trial_config(plan: dict, overrides: list[str] | tuple | dict | None = None) -> TrialConfig:
+    """The trial part of a plan mapping, with overrides applied, validated (no study section needed)."""
+    data = apply_overrides(plan, _overrides(overrides))
+    return TrialConfig.from_dict({k: v for k, v in data.items() if k not in STUDY_SECTIONS})
 
 
 def _check(ok: bool, name: str, message: str, value: Any) -> None:
@@ -42,29 +105,28 @@ class ObjectiveConfig:
     """`multi`: maximize (ID, OOD), prunable with `pruner: dominated`; `weighted`: maximize
     (1 - w) * ID + w * OOD, with one of Optuna's pruners."""
 
-    kind: str = "multi"
-    ood_weight: float = 0.5
-    pruner: str | None = None  # None: the study's default (StudyConfig.default_pruner)
+    kind: Literal["multi", "weighted"] = option("multi", "multi: maximize (ID, OOD); weighted: maximize "
+                                                "(1 - ood_weight) * ID + ood_weight * OOD")
+    ood_weight: float = option(0.5, "OOD's weight in a weighted objective, in [0, 1]")
+    pruner: PrunerName | None = option(None, "stop unpromising trials early (default: dominated for multi, median "
+                                       "for weighted, none on a grid)")
 
     def __post_init__(self):
-        from ._study import MULTI_PRUNERS, PRUNERS
-
-        _check(self.kind in OBJECTIVES, "kind", f"must be one of {', '.join(OBJECTIVES)}", self.kind)
+        check_choices(self)
         _check(isinstance(self.ood_weight, (int, float)) and not isinstance(self.ood_weight, bool)
                and 0.0 <= self.ood_weight <= 1.0, "ood_weight", "must be a number in [0, 1]", self.ood_weight)
-        _check(self.pruner is None or self.pruner in PRUNERS, "pruner", f"must be one of {', '.join(PRUNERS)}",
-               self.pruner)
+        others = [p for p in typing.get_args(PrunerName) if p not in MULTI_PRUNERS]
         _check(self.kind == "multi" or self.pruner not in MULTI_PRUNERS, "pruner",
                "`dominated` prunes against the (ID, OOD) Pareto front and needs `kind: multi`; a weighted "
-               f"objective takes {', '.join(p for p in PRUNERS if p not in MULTI_PRUNERS)}", self.pruner)
+               f"objective takes {', '.join(others)}", self.pruner)
 
 
 @dataclass
 class HeartbeatConfig:
     """Seconds between a running trial's heartbeats, and silence after which its worker counts as dead."""
 
-    interval: int = 10
-    grace: int = 60
+    interval: int = option(10, "seconds between a running trial's heartbeats")
+    grace: int = option(60, "seconds of silence after which a worker counts as dead and its trial is retried")
 
     def __post_init__(self):
         _check(_int(self.interval) and self.interval >= 1, "interval", "must be an integer >= 1 (seconds)",
@@ -77,17 +139,20 @@ class HeartbeatConfig:
 class StudyConfig:
     """How a plan is searched and where its study lives."""
 
-    name: str | None = None
-    dir: str | None = None
-    storage: str | None = None
-    sampler: str = "surrogate"  # surrogate (outcome-model expected improvement) | tpe | gp | nsga2 | random | grid
-    seed: int | None = None
-    trials: int | None = None
-    retries: int = 2
-    max_failures: int | None = None
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
-    search: dict[str, Any] | None = None
+    name: str | None = option(None, "study name (default: the trial `name`)")
+    dir: str | None = option(None, "run folder (default runs/<name>)")
+    storage: str | None = option(None, "sqlite:///FILE, journal:///FILE, postgresql://... or mysql://... "
+                                 "(default: inside the run folder)")
+    sampler: SamplerName = option("surrogate", "surrogate: ptplan's outcome model proposes by expected "
+                                  "improvement; or Optuna's tpe, gp, nsga2, random, grid")
+    seed: int | None = option(None, "sampler seed (default: the trial `seed`)")
+    trials: int | None = option(None, "COMPLETE trials to reach (default: the grid size, else 20)")
+    retries: int = option(2, "times a trial whose worker died is retried")
+    max_failures: int | None = option(None, "failed trials after which a run stops (default: max(trials, 5))")
+    objective: ObjectiveConfig = option(factory=ObjectiveConfig, help="what the study maximizes")
+    heartbeat: HeartbeatConfig = option(factory=HeartbeatConfig, help="worker liveness")
+    search: dict[str, Any] | None = option(None, "plan fields to search: `path: {low, high[, log]}` or "
+                                           "`path: {choices: [...]}` (default: the stage shares)")
 
     def default_pruner(self) -> str:
         """A grid runs every cell to the end; otherwise `dominated` (multi) or `median` (weighted)."""
@@ -97,9 +162,8 @@ class StudyConfig:
 
     def __post_init__(self):
         from ._storage import check_storage_url
-        from ._study import SAMPLERS
 
-        _check(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}", self.sampler)
+        check_choices(self)
         if self.objective.pruner is None:
             self.objective.pruner = self.default_pruner()
         _check(self.name is None or (isinstance(self.name, str) and self.name.strip()), "name",
@@ -117,8 +181,11 @@ class StudyConfig:
 
 
 @dataclass
-class StudyPlan:
-    """A resolved plan: the study settings, the fixed trial config and the search space."""
+class Plan:
+    """A resolved plan: the study settings, the fixed trial config and the search space.
+
+    `Plan.load("quick", overrides={"budget.total": 8e11})` reads a plan file or a preset.
+    """
 
     data: dict
     source: str
@@ -127,8 +194,17 @@ class StudyPlan:
     space: SearchSpace
 
     @classmethod
-    def from_mapping(cls, data: dict, overrides: list[str] | tuple = (), source: str = "<plan>") -> "StudyPlan":
-        data = apply_overrides(data, list(overrides))
+    def load(cls, plan: "str | Path | Plan", overrides: list[str] | tuple | dict | None = None) -> "Plan":
+        """A plan file path or preset name (or a Plan, returned with the overrides applied)."""
+        if isinstance(plan, Plan):
+            return cls.from_mapping(plan.data, overrides, plan.source) if overrides else plan
+        data, source = read_plan(plan)
+        return cls.from_mapping(data, overrides, source)
+
+    @classmethod
+    def from_mapping(cls, data: dict, overrides: list[str] | tuple | dict | None = (),
+                     source: str = "<plan>") -> "Plan":
+        data = apply_overrides(data, _overrides(overrides))
         raw = data.get("study")
         study = from_dict(StudyConfig, raw if raw is not None else {}, "study")
         base = {k: v for k, v in data.items() if k != "study"}
@@ -189,3 +265,77 @@ class StudyPlan:
         study["storage"] = storage_url
         study.setdefault("name", self.name)
         return data
+
+
+StudyPlan = Plan  # the name studies/ used before the Python API; kept for callers of 0.1
+
+
+# -- the field reference: `ptplan init` comments and the README's field list --------------------------
+def _type_name(annotation: Any) -> str:
+    choices = typing.get_args(annotation) if typing.get_origin(annotation) is Literal else None
+    if choices:
+        return " \\| ".join(map(str, choices))
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [_type_name(a) for a in args if a is not type(None)]
+        return " \\| ".join(inner) + (" \\| null" if type(None) in args else "")
+    if args:
+        return f"{annotation.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    value = f.default_factory()
+    return None if dataclasses.is_dataclass(value) else value
+
+
+def plan_fields() -> list[dict]:
+    """Every plan field (trial sections, then `study`): path, type, default, help; sections included."""
+    out = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            path = f"{prefix}{f.name}"
+            hint = hints[f.name]
+            section = dataclasses.is_dataclass(hint)
+            out.append({"path": path, "type": "section" if section else _type_name(hint),
+                        "default": None if section else _default(f), "help": f.metadata.get("help", "")})
+            if section:
+                walk(hint, path + ".")
+
+    walk(TrialConfig, "")
+    out.append({"path": "study", "type": "section", "default": None,
+                "help": "how the plan is searched and where its study lives"})
+    walk(StudyConfig, "study.")
+    return out
+
+
+def fields_markdown() -> str:
+    """The field reference as a Markdown table (the README's "Plan fields")."""
+    rows = ["| field | type | default | what |", "| --- | --- | --- | --- |"]
+    for f in plan_fields():
+        default = "" if f["type"] == "section" else json.dumps(f["default"], default=str)
+        rows.append(f"| `{f['path']}` | {f['type']} | {default} | {f['help']} |")
+    return "\n".join(rows) + "\n"
+
+
+def annotate_plan(text: str) -> str:
+    """A plan's YAML with each known field's help as a comment line above it (where it has none)."""
+    helps = {f["path"]: f["help"] for f in plan_fields() if f["help"]}
+    out, stack = [], []  # stack of (indent, key)
+    for line in text.splitlines():
+        m = re.match(r"^(\s*)([A-Za-z_][\w-]*):", line)
+        if m:
+            indent = len(m.group(1))
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, m.group(2)))
+            path = ".".join(k for _, k in stack)
+            commented = "#" in line or (out and out[-1].lstrip().startswith("#"))
+            if path in helps and not commented:
+                out.append(f"{m.group(1)}# {helps[path]}")
+        out.append(line)
+    return "\n".join(out) + "\n"

@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ._study import REPORT_STEPS
+from ptplan.stages._errors import Pruned
+from ptplan.stages.record import REPORT_STEPS, weighted_score
+
 
 if TYPE_CHECKING:
     from ._config import StudyPlan
@@ -117,8 +119,12 @@ class TrialObjective:
         if self._runner is not None:
             return self._runner
         from ptplan.stages import run_trial
+        from ptplan.surrogates import handover_policy_for
 
-        return run_trial
+        def run(config, out, store, **hooks):
+            return run_trial(config, out, store, handover_policy=handover_policy_for(config), **hooks)
+
+        return run
 
     def __call__(self, trial):
         import optuna
@@ -149,8 +155,8 @@ class TrialObjective:
                 result = self._run_trial()(config, out, self.run_dir / "stages", on_point=reporter,
                                            on_progress=progress_writer(out, config))
         except TrialFailed as err:
-            pruned = isinstance(err.__cause__, optuna.TrialPruned)
-            reason = "pruned" if pruned else err.reason
+            pruned = err.reason == "pruned"
+            reason = err.reason
             self._record(trial, err.result, out)
             trial.set_user_attr(FAILURE_ATTR, {"reason": reason, "message": err.message[-2000:]})
             self.echo(f"trial {trial.number} {'pruned' if pruned else 'failed'} ({reason}): {err.message[:300]}")
@@ -179,7 +185,7 @@ class TrialObjective:
         obj = self.plan.study.objective
         if obj.kind == "multi":
             return final["id"], final["ood"]
-        return (1.0 - obj.ood_weight) * final["id"] + obj.ood_weight * final["ood"]
+        return weighted_score(final["id"], final["ood"], obj.ood_weight)
 
     @staticmethod
     def _reused(result: dict) -> list[str]:
@@ -242,12 +248,12 @@ class _Reporter:
         for step in new:
             self.checkpoints[str(step)] = [point.id, point.ood]
         if self.obj.kind == "weighted":
-            value = (1.0 - self.obj.ood_weight) * point.id + self.obj.ood_weight * point.ood
+            value = weighted_score(point.id, point.ood, self.obj.ood_weight)
             for step in new:
                 self.trial.report(value, step)
             if self.checkpoints and self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at {len(self.checkpoints) / REPORT_STEPS:.0%} of the budget "
-                                         f"(score {value:.3f})")
+                raise Pruned(f"pruned at {len(self.checkpoints) / REPORT_STEPS:.0%} of the budget "
+                             f"(score {value:.3f})")
         elif self.pruner is not None and new and reached < REPORT_STEPS:
             from ._prune import checkpoint_history
 
@@ -255,4 +261,4 @@ class _Reporter:
             history, front = checkpoint_history(done)
             prune, reason = self.pruner.should_prune(reached / REPORT_STEPS, (point.id, point.ood), history, front)
             if prune:
-                raise optuna.TrialPruned(f"pruned at {reached / REPORT_STEPS:.0%} of the budget: {reason}")
+                raise Pruned(f"pruned at {reached / REPORT_STEPS:.0%} of the budget: {reason}")

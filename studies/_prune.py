@@ -13,7 +13,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ._study import REPORT_STEPS
+from ptplan.stages.record import REPORT_STEPS, pareto_front
+
 
 CHECKPOINTS_ATTR = "checkpoints"  # user attr: {"1": [id, ood], ..., "10": [id, ood]}, per tenth of the budget
 
@@ -116,13 +117,7 @@ class DominatedPruner:
 
 def pareto_points(points: Iterable[Sequence[float]]) -> list[tuple[float, float]]:
     """Non-dominated finite (ID, OOD) pairs (maximize both), by ID ascending (so OOD descending)."""
-    pts = sorted({p for p in map(_pair, points) if p is not None}, key=lambda p: (-p[0], -p[1]))
-    front, best = [], -math.inf
-    for p in pts:
-        if p[1] > best:
-            front.append(p)
-            best = p[1]
-    return front[::-1]
+    return sorted(set(pareto_front(p for p in map(_pair, points) if p is not None)))
 
 
 def checkpoint_history(trials) -> tuple[list[dict], list[tuple[float, float]]]:

@@ -70,7 +70,7 @@ def sqlite_url(path: Path) -> str:
 
 def default_storage(run_dir: Path, jobs: int, must_exist: bool = False) -> str:
     """The storage inside the run folder: whichever exists, else SQLite for one job, journal for more."""
-    from ._config import StudyError
+    from ptplan.stages._errors import StudyError
 
     db, journal = run_dir / DEFAULT_SQLITE, run_dir / DEFAULT_JOURNAL
     if db.exists() and journal.exists():
@@ -117,7 +117,7 @@ def quiet_optuna() -> None:
 
 def open_storage(url: str, heartbeat_interval: int, grace: int, retries: int):
     """An Optuna storage for `url`; StudyError (no traceback) when it cannot be opened."""
-    from ._config import StudyError
+    from ptplan.stages._errors import StudyError
 
     check_storage_url(url)
     spec = StorageSpec(url)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from ._config import StudyError
+from ptplan.stages._errors import StudyError
+from ptplan.stages.record import REPORT_STEPS
+
 from ._storage import mask
 
 if TYPE_CHECKING:
@@ -12,7 +14,6 @@ if TYPE_CHECKING:
 
     from ._config import StudyPlan
 
-REPORT_STEPS = 10  # intermediate scores at each tenth of the budget (pruning, `checkpoints` user attr)
 IDENTITY_ATTR, FINGERPRINT_ATTR, SOURCE_ATTR = "ptplan_identity", "ptplan_fingerprint", "ptplan_source"
 
 
@@ -91,7 +92,6 @@ def _dominated():
 
 PRUNERS: dict[str, Callable] = {"median": _median, "hyperband": _hyperband, "successive_halving": _halving,
                                 "none": _nop, "dominated": _dominated}
-MULTI_PRUNERS = ("dominated",)  # the pruners a multi-objective study takes; the others need `kind: weighted`
 
 
 def sampler_seed(plan: "StudyPlan", index: int | None) -> int | None:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
+from ptplan.stages.record import hypervolume_improvement
+
 from ._prune import pareto_points
 from ._space import SHARE_PARAMS, Param
 
@@ -44,24 +46,6 @@ def _distribution(p: Param):
 
 def _key(params: dict[str, Any], names: list[str]) -> tuple:
     return tuple(round(v, 12) if isinstance(v, float) else v for v in (params.get(n) for n in names))
-
-
-def hypervolume_improvement(samples: np.ndarray, front: np.ndarray) -> np.ndarray:
-    """2-D hypervolume gained by adding each sample point (..., 2) to `front`, reference (0, 0).
-
-    With the front sorted by ID ascending (OOD descending), the dominated region's height at ID x
-    is the OOD of the first front point at or beyond x; the gain is the area of the sample's box
-    above that staircase.
-    """
-    s = np.clip(samples, 0.0, None)
-    x, y = s[..., 0:1], s[..., 1:2]
-    if not len(front):
-        return (x * y)[..., 0]
-    fx = np.concatenate([[0.0], np.clip(front[:, 0], 0.0, None)])
-    fy = np.concatenate([np.clip(front[:, 1], 0.0, None), [0.0]])
-    lo, hi = fx, np.concatenate([fx[1:], [np.inf]])  # segment i: (lo_i, hi_i] at height fy_i
-    width = np.clip(np.minimum(hi, x) - lo, 0.0, None)
-    return (width * np.clip(y - fy, 0.0, None)).sum(-1)
 
 
 class SurrogateSampler(optuna.samplers.BaseSampler):

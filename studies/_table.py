@@ -9,13 +9,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ptplan.stages.record import PARAM_PREFIX, STAGES, pareto_front as _front, rank_column, share_column, spent_column
+
 from ._space import SHARE_PARAMS
 from ._worker import failure_reason, retry_history
 
 if TYPE_CHECKING:
     from ._config import StudyPlan
-
-STAGES = ("cpt", "sft", "rl")
 
 
 def _get(d: Any, *keys, default=None):
@@ -58,15 +58,15 @@ def trial_row(t, plan: "StudyPlan") -> dict:
         "objective": None if multi else (values[0] if values else None),
     }
     for s in STAGES:
-        row[f"share_{s}"] = shares.get(s)
+        row[share_column(s)] = shares.get(s)
     for s in STAGES:
-        row[f"rank_{s}"] = _get(alloc, s, "rank")
+        row[rank_column(s)] = _get(alloc, s, "rank")
     for path in plan.space.params:
         if path not in SHARE_PARAMS:
-            row[f"param.{path}"] = t.params.get(path)
+            row[PARAM_PREFIX + path] = t.params.get(path)
     for path in SHARE_PARAMS:
         if path in plan.space.params:
-            row[f"param.{path}"] = t.params.get(path)
+            row[PARAM_PREFIX + path] = t.params.get(path)
     row.update({
         "budget_unit": unit,
         "budget_total": ledger.get("total"),
@@ -74,7 +74,7 @@ def trial_row(t, plan: "StudyPlan") -> dict:
         "spent_flops": _get(ledger, "spent", "flops"),
     })
     for s in STAGES:
-        row[f"spent_{s}"] = _get(ledger, "stages", s, "spent", unit)
+        row[spent_column(s)] = _get(ledger, "stages", s, "spent", unit)
     row.update({
         "ood_peak_fraction": peak.get("fraction"),
         "ood_peak_value": peak.get("value"),
@@ -98,16 +98,8 @@ def trial_row(t, plan: "StudyPlan") -> dict:
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
-    """Non-dominated COMPLETE rows (maximize ID and OOD), by ID descending; O(n log n)."""
-    done = [r for r in rows if r["state"] == "COMPLETE" and r["id"] is not None and r["ood"] is not None]
-    front, best, best_id = [], float("-inf"), None
-    for r in sorted(done, key=lambda r: (-r["id"], -r["ood"])):
-        if r["ood"] > best:
-            front.append(r)
-            best, best_id = r["ood"], r["id"]
-        elif r["ood"] == best and r["id"] == best_id:
-            front.append(r)
-    return front
+    """Non-dominated COMPLETE rows (maximize ID and OOD), by ID descending."""
+    return _front((r for r in rows if r["state"] == "COMPLETE"), key=lambda r: (r["id"], r["ood"]))
 
 
 @dataclass

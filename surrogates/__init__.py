@@ -6,11 +6,14 @@
 - `OutcomeModel`: allocation (+ budget, backbone size) -> final ID, final OOD and OOD peak fraction
   of SFT, with intervals and an extrapolation flag. Baseline: `NearestTrials`.
 - `evaluate`: leave-one-trial-out accuracy of both against their baselines.
+- `peak_handover`: the `predicted-peak` hand-over policy a trial runner calls after each SFT evaluation.
 """
 
 from ._baselines import BASELINES, BestSoFar, LossPatience, NearestTrials, PowerLaw
 from ._curve import OODPeakModel, PeakPrediction, as_curve, peak_of, sft_curve, truncate
-from ._eval import evaluate, evaluate_curve_models, evaluate_outcome_models, load_curves
+from ._eval import (evaluate, evaluate_curve_models, evaluate_outcome_models, held_out_outcomes, load_curves,
+                    read_trial_curves)
+from ._handover import handover_policy_for, peak_handover
 from ._outcome import TARGETS, OutcomeModel, feature_columns
 
 __all__ = [
@@ -28,8 +31,12 @@ __all__ = [
     "evaluate_curve_models",
     "evaluate_outcome_models",
     "feature_columns",
+    "handover_policy_for",
+    "held_out_outcomes",
     "load_curves",
+    "peak_handover",
     "peak_of",
+    "read_trial_curves",
     "sft_curve",
     "truncate",
 ]

@@ -19,6 +19,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from ptplan.stages.record import peak_index, sft_slice
+
 CALIBRATION_FRACTIONS = (0.15, 0.3, 0.45, 0.6, 0.75)
 DEFAULT_GRID_POINTS = 11  # evaluation points per slice assumed when a curve does not show its spacing
 _MIN_NOISE = 5e-3  # score units: the least evaluation noise assumed
@@ -91,12 +93,11 @@ def sft_curve(curves: Any):
     import polars as pl
 
     frame = pl.read_parquet(curves) if isinstance(curves, (str, Path)) else curves
-    rows = frame.to_dicts()
-    sft = [r for r in rows if r["stage"] == "sft"]
-    if not sft:
+    series = sft_slice(frame.to_dicts())
+    if not series:
         return None
-    before = [r for r in rows[: rows.index(sft[0])] if r["stage"] in ("start", "cpt")]
-    series = ([dict(before[-1], loss=None)] if before else []) + sft
+    if series[0]["stage"] != "sft":  # the point SFT starts from: its train loss is another stage's
+        series[0] = dict(series[0], loss=None)
     c0, c1 = series[0]["compute"], series[-1]["compute"]
     span = (c1 - c0) or 1.0
 
@@ -122,9 +123,8 @@ def peak_of(curve: Any) -> dict | None:
     c = c[np.isfinite(c[:, 1])]
     if not len(c):
         return None
-    i = int(np.argmax(c[:, 1]))
-    return {"fraction": float(c[i, 0]), "value": float(c[i, 1]),
-            "censored": bool(i == len(c) - 1 and len(c) > 1 and c[-1, 1] > c[-2, 1]),
+    i, censored = peak_index(c[:, 1])
+    return {"fraction": float(c[i, 0]), "value": float(c[i, 1]), "censored": bool(censored),
             "flat": bool(np.ptp(c[:, 1]) < 1e-12)}
 
 

@@ -30,36 +30,48 @@ def curve_models(level: float = 0.8) -> dict[str, Any]:
     return {"curve-model": OODPeakModel(level=level), **{k: cls(level=level) for k, cls in BASELINES.items()}}
 
 
-def load_curves(table: Any, base_dir: str | Path | None = None) -> tuple[dict[int, Any], list[str]]:
-    """SFT curves of the COMPLETE trials, by trial number, from the table's `curves` paths.
+def read_trial_curves(table: Any, base_dir: str | Path | None = None) -> tuple[dict[int, Any], list[int]]:
+    """Each COMPLETE trial's whole curves.parquet (a polars frame, sorted by compute), by trial number,
+    from the table's `curves` paths; and the numbers of trials without a readable one.
 
-    Relative paths are resolved against `base_dir` (the folder of the table file) and then the
-    working directory. Returns the curves and notes on trials without one.
-    """
+    Relative paths are resolved against `base_dir` (the run folder or the table file's folder) and
+    then the working directory."""
     import polars as pl
 
     frame = _as_frame(table)
     if "state" in frame.columns:
         frame = frame.filter(pl.col("state") == "COMPLETE")
     if "curves" not in frame.columns:
-        return {}, ["the table has no `curves` column: curve models not evaluated"]
-    curves, notes, missing = {}, [], []
+        return {}, []
+    out, missing = {}, []
     numbers = frame["number"].to_list() if "number" in frame.columns else list(range(frame.height))
     for number, path in zip(numbers, frame["curves"].to_list()):
-        if not path:
-            missing.append(number)
-            continue
-        p = Path(path)
-        if not p.is_absolute() and base_dir is not None and (Path(base_dir) / p).exists():
+        p = Path(path) if path else None
+        if p is not None and not p.is_absolute() and base_dir is not None and (Path(base_dir) / p).exists():
             p = Path(base_dir) / p
-        if not p.exists():
+        try:
+            c = pl.read_parquet(p) if p is not None and p.exists() else None
+        except Exception:  # noqa: BLE001 - an unreadable file is one missing curve
+            c = None
+        if c is None or not ({"stage", "compute", "id", "ood"} <= set(c.columns)) or not c.height:
             missing.append(number)
             continue
-        c = sft_curve(p)
-        if c is None:
+        out[number] = c.sort("compute", maintain_order=True) if c["compute"].null_count() == 0 else c
+    return out, missing
+
+
+def load_curves(table: Any, base_dir: str | Path | None = None) -> tuple[dict[int, Any], list[str]]:
+    """SFT curves (`sft_curve`) of the COMPLETE trials, by trial number, and notes on trials without one."""
+    if "curves" not in _as_frame(table).columns:
+        return {}, ["the table has no `curves` column: curve models not evaluated"]
+    whole, missing = read_trial_curves(table, base_dir)
+    curves, notes = {}, []
+    for number, c in whole.items():
+        sft = sft_curve(c)
+        if sft is None:
             notes.append(f"trial {number}: no SFT stage")
             continue
-        curves[number] = c
+        curves[number] = sft
     if missing:
         notes.append(f"{len(missing)} trial(s) without a readable curves file: {', '.join(map(str, missing[:10]))}"
                      + (" ..." if len(missing) > 10 else ""))
@@ -164,6 +176,32 @@ def _curve_summary(detail, names: list[str], fractions):
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
+def held_out_outcomes(frame: Any, template: Any, *, folds: int | None = None, loo_max: int = LOTO_MAX_TRIALS,
+                      random_state: int = 0, progress: Callable[[int, int], None] | None = None):
+    """Held-out predictions of an outcome model for every row of `frame` (COMPLETE trials): leave one
+    trial out up to `loo_max` trials, else `folds` (10) random folds.
+
+    Returns:
+        (predictions, how): a polars frame aligned with `frame` (<target>, <target>_low,
+        <target>_high), and a phrase saying which cross-validation was used.
+    """
+    import polars as pl
+
+    n = frame.height
+    k = n if (folds is None and n <= loo_max) else min(folds or 10, n)
+    how = "leave-one-out" if k == n else f"{k}-fold cross-validation"
+    fold = np.random.default_rng(random_state).permutation(n) % k
+    parts = []
+    for done, j in enumerate(range(k), 1):
+        test_mask = fold == j
+        pred = clone(template).fit(frame.filter(pl.Series(~test_mask))).predict_outcome(
+            frame.filter(pl.Series(test_mask)))
+        parts.append(pred.with_columns(pl.Series("_row", np.flatnonzero(test_mask))))
+        if progress:
+            progress(done, k)
+    return pl.concat(parts, how="diagonal_relaxed").sort("_row").drop("_row"), how
+
+
 def evaluate_outcome_models(table: Any, level: float = 0.8, folds: int | None = None, random_state: int = 0,
                             progress: Callable[[int, int], None] | None = None):
     """Held-out outcome predictions: leave one trial out up to 100 trials, else `folds` (10) folds.
@@ -184,23 +222,18 @@ def evaluate_outcome_models(table: Any, level: float = 0.8, folds: int | None = 
               "nearest-trials": NearestTrials(level=level)}
     if n < 3:
         return pl.DataFrame({"model": list(models), "trials": [n] * len(models)}), pl.DataFrame()
-    k = n if (folds is None and n <= LOTO_MAX_TRIALS) else min(folds or 10, n)
-    fold = np.random.default_rng(random_state).permutation(n) % k
     detail = []
-    for done, j in enumerate(range(k), 1):
-        train, test = frame.filter(pl.Series(fold != j)), frame.filter(pl.Series(fold == j))
-        for name, template in models.items():
-            pred = clone(template).fit(train).predict_outcome(test)
-            for t in TARGETS:
-                if t not in test.columns:
-                    continue
-                for a, m, lo, hi in zip(test[t].to_list(), pred[t].to_list(), pred[f"{t}_low"].to_list(),
-                                        pred[f"{t}_high"].to_list()):
-                    if a is not None and np.isfinite(a):
-                        detail.append({"model": name, "target": t, "actual": float(a), "predicted": m,
-                                       "low": lo, "high": hi})
-        if progress:
-            progress(done, k)
+    for name, template in models.items():
+        pred, _ = held_out_outcomes(frame, template, folds=folds, random_state=random_state,
+                                    progress=progress if name == "outcome-model" else None)
+        for t in TARGETS:
+            if t not in frame.columns:
+                continue
+            for a, m, lo, hi in zip(frame[t].to_list(), pred[t].to_list(), pred[f"{t}_low"].to_list(),
+                                    pred[f"{t}_high"].to_list()):
+                if a is not None and np.isfinite(a):
+                    detail.append({"model": name, "target": t, "actual": float(a), "predicted": m,
+                                   "low": lo, "high": hi})
     detail_frame = pl.DataFrame(detail, infer_schema_length=None)
     rows = []
     for name in models:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+from ptplan.stages._config import SuiteSizes
 from ptplan.stages._scoring import RewardScorer, Scorer, as_text
 
 CPT_SUFFIX = "_cpt"  # OOD task names for items answerable only from CPT facts end with this
@@ -29,23 +30,6 @@ class Example:
     def text(self) -> str:
         """The example as one training document: prompt immediately followed by answer."""
         return self.prompt + self.answer
-
-
-@dataclass(frozen=True)
-class SuiteSizes:
-    """How many items each split of a generated suite holds."""
-
-    cpt: int = 2000
-    sft: int = 2000
-    rl: int = 512
-    id_test: int = 64
-    ood_test: int = 64
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`data.sizes.{f.name}` must be a positive integer, got {value!r}")
 
 
 @dataclass

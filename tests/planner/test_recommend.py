@@ -103,7 +103,7 @@ def test_cli_recommend_and_report_on_a_stored_study(tmp_path):
 
     from test_study_cli import assert_clean_error, ptplan, write_plan
 
-    from ptplan.studies._synthetic import synthetic_study
+    from ptplan.testing import synthetic_study
 
     plan = write_plan(tmp_path)
     synthetic_study(plan, 30, failed_every=7)

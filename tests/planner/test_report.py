@@ -6,7 +6,9 @@ import re
 
 import polars as pl
 
-from ptplan._report import build_report, finding_cpt, print_report
+from ptplan._findings import finding_cpt
+from ptplan._report import build_report
+from ptplan._report_cmd import print_report
 from rich.console import Console
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ptplan.studies._synthetic import synthetic_study
+from ptplan.testing import synthetic_study
 import yaml
 
 PTPLAN = [sys.executable, "-m", "ptplan._cli"]

@@ -196,23 +196,20 @@ def test_backbone_from_a_local_folder(tiny_config, tmp_path):
     assert res["ledger"]["stages"]["sft"]["spent"]["steps"] >= 1
 
 
-def test_handover_moves_the_rest_of_sft_to_rl(tiny_config, tmp_path, monkeypatch):
-    import ptplan.stages._trial as trial_mod
-
+def test_handover_moves_the_rest_of_sft_to_rl(tiny_config, tmp_path):
     calls = []
 
-    def switch_at_first_eval(self, ctx):
-        def decide(state):
-            calls.append(state.spent.steps)
-            return "test policy: peak passed"
-        return decide
+    def switch_at_first_eval(curve, eval_points):  # the policy a caller hands the runner
+        calls.append((len(curve), eval_points, curve[-1][0]))
+        return "test policy: peak passed"
 
-    monkeypatch.setattr(trial_mod.TrialRunner, "_peak_policy", switch_at_first_eval)
     cfg = tiny_config(allocation={"shares": {"cpt": 0.0, "sft": 0.6, "rl": 0.4}, "rl": {"handover": "predicted-peak"}},
                       eval={"points": {"sft": 4, "rl": 1}}, budget={"total": 4e10})
-    res = run_trial(cfg, tmp_path)
+    res = run_trial(cfg, tmp_path, handover_policy=switch_at_first_eval)
     led, hand = res["ledger"], res["handover"]
     assert len(calls) == 1 and hand["switched"] and hand["reason"] == "test policy: peak passed"
+    (n, points, seen), = calls
+    assert n == 2 and points == 4 and 0.2 <= seen <= 0.3  # the start point and SFT's first evaluation at 1/4
     sft, rl = led["stages"]["sft"], led["stages"]["rl"]
     assert sft["spent"]["flops"] < sft["slice"] * 0.5  # stopped at the first of 4 evaluation points
     assert hand["moved_to_rl"] == pytest.approx(sft["slice"] - sft["spent"]["flops"])
@@ -221,16 +218,28 @@ def test_handover_moves_the_rest_of_sft_to_rl(tiny_config, tmp_path, monkeypatch
     assert led["spent"]["flops"] >= 4e10 * (1 - 1e-9)  # the whole budget is used, not lost
 
 
+def test_predicted_peak_needs_a_policy(tiny_config, tmp_path):
+    """stages/ never imports the surrogates: without a policy a predicted-peak trial is refused
+    before any training (`ptplan.run_trial` and the study objective pass the curve model's)."""
+    from ptplan.stages import ConfigError
+
+    cfg = tiny_config(allocation={"shares": {"cpt": 0.0, "sft": 0.5, "rl": 0.5}, "rl": {"handover": "predicted-peak"}})
+    with pytest.raises(TrialFailed, match="allocation.rl.handover") as err:
+        run_trial(cfg, tmp_path)
+    assert isinstance(err.value.__cause__, ConfigError) and not list(tmp_path.glob("stages/*/model"))
+
+
 def test_predicted_peak_policy_decides_from_the_curve(tiny_config, tmp_path):
     from ptplan.stages import CurvePoint
     from ptplan.stages._stages import StageContext
     from ptplan.stages._trial import TrialRunner
+    from ptplan.surrogates import peak_handover
 
     cfg = tiny_config(allocation={"shares": {"cpt": 0.0, "sft": 0.5, "rl": 0.5}, "rl": {"handover": "predicted-peak"}})
     runner = TrialRunner(cfg, tmp_path)
     ctx = StageContext(name="sft", config=cfg.allocation.sft, slice=100.0, unit="flops", data=None, n_params=1,
                        eval_points=8, evaluate=None)
-    decide = runner._peak_policy(ctx)
+    decide = runner._peak_policy(ctx, peak_handover(cfg.allocation.rl.handover_confidence))
 
     def curve(oods):
         runner.points = [CurvePoint("start", 0, 0.0, 0, 0, 0.0, oods[0], None, None)]

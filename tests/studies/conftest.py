@@ -28,7 +28,7 @@ MICRO = {
     "device": "cpu",
 }
 
-from ptplan.studies._synthetic import MICRO_SETS  # noqa: E402,F401 - the micro sizes as `--set` overrides
+from ptplan.testing import MICRO_SETS  # noqa: E402,F401 - the micro sizes as `--set` overrides
 
 # One compute thread per process: on a shared 2-core machine, several multi-threaded torch
 # processes slow each other down by orders of magnitude.
@@ -80,7 +80,7 @@ def spawn():
 
 def open_plan_study(plan, overrides=()):
     """(StudyPlan, admin study handle) of a plan file or preset, for assertions."""
-    from ptplan._plan import load_plan
+    from ptplan.studies import read_plan as load_plan
     from ptplan.studies import StudyPlan, open_session
 
     data, source = load_plan(str(plan))

@@ -10,7 +10,7 @@ import pytest
 
 from ptplan.studies import StudyPlan
 from ptplan.studies._prune import pareto_points
-from ptplan.studies._replay import (STRATEGIES, GridOracle, GridOrder, Ledger, Observation, Strategy, grid_truth,
+from ptplan.testing.replay import (STRATEGIES, GridOracle, GridOrder, ReplayLedger, Observation, Strategy, grid_truth,
                              heuristic_params, hypervolume, replay, score, synthetic_grid)
 
 from conftest import MICRO
@@ -201,7 +201,7 @@ def test_metrics_on_a_hand_made_ledger():
     assert hypervolume([(0.5, 0.5)]) == pytest.approx(0.25)
     assert hypervolume([(1.0, 0.2), (0.2, 1.0), (0.1, 0.1)]) == pytest.approx(0.2 * 1.0 + 0.8 * 0.2)
     assert pareto_points([(1.0, 0.2), (0.2, 1.0), (0.1, 0.1)]) == [(0.2, 1.0), (1.0, 0.2)]
-    ledger = Ledger()
+    ledger = ReplayLedger()
     for o in (obs(0.9, 0.1, 10), obs(0, 0, 5, "PRUNED"), obs(0.2, 0.6, 10), obs(0.5, 0.7, 10)):
         ledger.add(o)
     assert [e.compute for e in ledger.entries] == [10, 15, 25, 35]

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from ptplan._plan import load_plan
+from ptplan.studies import read_plan as load_plan
 from ptplan.stages import ConfigError
 from ptplan.studies import StudyPlan
 

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pytest
 
-from ptplan.stages import ConfigError, CurvePoint, TrialFailed
+from ptplan.stages import ConfigError, CurvePoint, Pruned, TrialFailed
 from ptplan.studies import DominatedPruner, StudyPlan, SurrogateSampler, TrialObjective, open_session, work
 from ptplan.studies._prune import checkpoint_history, pareto_points
 from ptplan.studies._surrogate_sampler import default_n_startup, hypervolume_improvement
@@ -287,8 +287,8 @@ class RampRunner:
             on_point(CurvePoint("start", 0, 0.0, 0, 0, 0.0, 0.0, None, None))
             for k in range(1, 11):
                 on_point(CurvePoint("sft", k, total * k / 10, 0, 0, fid * k / 10, food * k / 10, 1.0, None))
-        except optuna.TrialPruned as err:
-            raise TrialFailed("error", str(err), {**result, "status": "failed", "final": None}) from err
+        except Pruned as err:  # run_trial records the failure with the exception's reason
+            raise TrialFailed(err.reason, str(err), {**result, "status": "failed", "final": None}) from err
         return result
 
 

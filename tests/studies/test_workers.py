@@ -271,9 +271,9 @@ def test_weighted_objective_prunes_a_bad_trial(tmp_path):
             try:
                 return super().__call__(config, out, store, on_point)
             except Exception as err:  # what stages.run_trial does with any exception: record and wrap
-                if type(err).__name__ == "TrialPruned":
-                    raise TrialFailed("error", str(err), fake_result(config, "failed")) from err
-                raise
+                from ptplan.stages import reason_of
+
+                raise TrialFailed(reason_of(err), str(err), fake_result(config, "failed")) from err
 
     session = open_session(sp)
     work(session, 4, objective=objective(sp, PrunableRunner(points=points)))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ptplan.surrogates import BestSoFar, LossPatience, PowerLaw
-from ptplan.surrogates._synthetic import synthetic_curves
+from ptplan.testing import synthetic_curves
 
 NAN = np.nan
 

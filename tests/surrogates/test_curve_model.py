@@ -12,7 +12,7 @@ import pytest
 
 from ptplan.surrogates import OODPeakModel, as_curve, peak_of, sft_curve, truncate
 from ptplan.surrogates._curve import future_grid, score_resolution
-from ptplan.surrogates._synthetic import synthetic_curve, synthetic_curves
+from ptplan.testing import synthetic_curve, synthetic_curves
 
 FIELDS = ("location", "value", "behind")
 

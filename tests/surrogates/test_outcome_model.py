@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from ptplan.surrogates import OutcomeModel, feature_columns
-from ptplan.surrogates._synthetic import synthetic_table
+from ptplan.testing import synthetic_table
 
 SFT_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 SFT_RANKS = (16, 64, 256)

@@ -12,7 +12,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as ec
 
 from ptplan.surrogates import BestSoFar, LossPatience, NearestTrials, OODPeakModel, OutcomeModel, PowerLaw
-from ptplan.surrogates._synthetic import synthetic_curves, synthetic_table
+from ptplan.testing import synthetic_curves, synthetic_table
 
 CURVE_ESTIMATORS = [OODPeakModel(n_samples=300), BestSoFar(), LossPatience(patience=3), PowerLaw()]
 TABLE_ESTIMATORS = [OutcomeModel(max_opt_samples=20), NearestTrials(k=3)]

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from ptplan._surrogate_cmd import surrogate_eval
 from ptplan.surrogates import BestSoFar, OODPeakModel, evaluate, evaluate_curve_models, load_curves
-from ptplan.surrogates._synthetic import synthetic_curve, synthetic_table
+from ptplan.testing import synthetic_curve, synthetic_table
 
 
 @pytest.fixture(scope="module")

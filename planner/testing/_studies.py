@@ -23,12 +23,9 @@ def synthetic_study(plan_path, n: int, failed_every: int = 10):
     `failed_every`-th FAIL, reason diverged); nothing is trained. Returns (plan, session)."""
     import optuna
 
-    from ptplan._plan import load_plan
-    from ._config import StudyPlan
-    from ._worker import open_session
+    from ptplan.studies import Plan, open_session
 
-    data, source = load_plan(str(plan_path))
-    sp = StudyPlan.from_mapping(data, [], source)
+    sp = Plan.load(plan_path)
     session = open_session(sp)
     rng = random.Random(0)
     dists = {p: optuna.distributions.FloatDistribution(0.0, 1.0) for p in sp.space.params}

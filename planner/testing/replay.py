@@ -16,14 +16,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ._prune import pareto_points
+from ptplan.stages.record import PARAM_PREFIX, REPORT_STEPS, STAGES, hypervolume, weighted_score
 
-STAGES = ("cpt", "sft", "rl")
 STAGE_ORDER = {"start": 0, "cpt": 1, "sft": 2, "rl": 3}
-REPORT_STEPS = 10  # as studies._study.REPORT_STEPS: scores at each tenth of the trial budget
-OOD_WEIGHT = 0.5
 TOLERANCE = 0.01  # "within 1 point"
-PARAM_PREFIX = "param."
 _EPS = 1e-9
 
 
@@ -57,22 +53,7 @@ class Observation:
 
     @property
     def weighted(self) -> float | None:
-        return None if self.id is None else weighted(self.id, self.ood)
-
-
-def weighted(id_: float, ood: float, w: float = OOD_WEIGHT) -> float:
-    return (1.0 - w) * id_ + w * ood
-
-
-# -- Pareto front and hypervolume (maximize ID and OOD, reference (0, 0)) ----------------------------
-def hypervolume(points: Iterable[Sequence[float]]) -> float:
-    """Area dominated by the (ID, OOD) points above the reference (0, 0)."""
-    area, x0 = 0.0, 0.0
-    for i, o in pareto_points(points):  # slab (x0, i] at height o
-        i, o = max(i, 0.0), max(o, 0.0)
-        area += max(i - x0, 0.0) * o
-        x0 = max(x0, i)
-    return area
+        return None if self.id is None else weighted_score(self.id, self.ood)
 
 
 # -- the ledger of one replay -------------------------------------------------------------------------
@@ -90,7 +71,7 @@ class Entry:
 
 
 @dataclass
-class Ledger:
+class ReplayLedger:
     """Cumulative compute charged and what it bought, trial by trial."""
 
     entries: list[Entry] = field(default_factory=list)
@@ -257,7 +238,7 @@ def grid_truth(grid_rows: Any, curves: Any = ()) -> GridTruth:
     if not done:
         raise ValueError("the recorded grid has no COMPLETE trial")
     return GridTruth(len(cells), sum(c.spent for c in cells), max(c.ood for c in done),
-                     max(weighted(c.id, c.ood) for c in done), hypervolume((c.id, c.ood) for c in done),
+                     max(weighted_score(c.id, c.ood) for c in done), hypervolume((c.id, c.ood) for c in done),
                      tuple(sorted((c.ood for c in done), reverse=True)))
 
 
@@ -289,7 +270,7 @@ class GridOracle:
         self._paid: set[tuple[str, str]] = set()  # (stage, content key) charged in this replay
         self._completed: set[int] = set()
         self.reuse = reuse
-        self.ledger = Ledger()
+        self.ledger = ReplayLedger()
 
     @property
     def n_cells(self) -> int:
@@ -357,8 +338,8 @@ class GridOracle:
 
 
 # -- the replay loop ----------------------------------------------------------------------------------------
-def replay(strategy, oracle: GridOracle, *, cap: float, stop: Callable[[Ledger], bool] | None = None,
-           max_trials: int = 10_000) -> Ledger:
+def replay(strategy, oracle: GridOracle, *, cap: float, stop: Callable[[ReplayLedger], bool] | None = None,
+           max_trials: int = 10_000) -> ReplayLedger:
     """Run `strategy` against `oracle` until it stops proposing, the ledger reaches `cap`, every
     cell has completed, or `stop(ledger)`; return the oracle's ledger.
 
@@ -390,7 +371,7 @@ class RepResult:
     best_weighted: float
 
 
-def score(ledger: Ledger, truth: GridTruth, fractions: Sequence[float], tol: float = TOLERANCE) -> RepResult:
+def score(ledger: ReplayLedger, truth: GridTruth, fractions: Sequence[float], tol: float = TOLERANCE) -> RepResult:
     hv = tuple(ledger.hypervolume_at(f * truth.compute) / truth.hypervolume for f in fractions)
     return RepResult(ledger.compute_to("ood", truth.best_ood - tol),
                      ledger.compute_to("weighted", truth.best_weighted - tol), hv, len(ledger.entries), ledger.compute,
@@ -444,7 +425,7 @@ def heuristic_params(plan) -> dict:
     """The seed paper's one-shot guess: the briefest SFT (largest RL share), the most SFT capacity
     and the least RL capacity (rank 0 = full fine-tuning counts as the highest); every other
     searched field at the plan's fixed value (or its middle choice)."""
-    from ._space import CPT_SHARE, SFT_OF_REST
+    from ptplan.studies import CPT_SHARE, SFT_OF_REST
 
     def capacity(rank):
         return math.inf if rank == 0 else rank
@@ -529,11 +510,13 @@ class OptunaStrategy(Strategy):
         for s in new:
             self._checkpoints[str(s)] = (point.id, point.ood)
         if self.objective == "weighted":
-            value = weighted(point.id, point.ood)
+            value = weighted_score(point.id, point.ood)
             for s in new:
                 self._trial.report(value, s)
             return bool(self._checkpoints) and self._trial.should_prune()
         if self.dominated is not None and new and reached < REPORT_STEPS:
+            from ptplan.studies import pareto_points
+
             front = pareto_points(h["final"] for h in self._history)
             prune, _ = self.dominated.should_prune(reached / REPORT_STEPS, (point.id, point.ood), self._history, front)
             return prune
@@ -554,7 +537,7 @@ class OptunaStrategy(Strategy):
 
 def _sampler(name: str):
     def make(plan, seed):
-        from ._study import SAMPLERS
+        from ptplan.studies import SAMPLERS
 
         return SAMPLERS[name](plan, seed)
     return make
@@ -575,15 +558,14 @@ def _gp(plan, seed):
 
 
 def _tpe_median(plan, seed):
-    from ._study import PRUNERS
+    from ptplan.studies import PRUNERS
 
     return OptunaStrategy(plan, seed, _sampler("tpe")(plan, seed), objective="weighted", pruner=PRUNERS["median"](),
                           name="tpe+median")
 
 
 def _ptplan(plan, seed, *, reuse: bool = True, prune: bool = True, name: str = "ptplan"):
-    from ._prune import DominatedPruner
-    from ._surrogate_sampler import SurrogateSampler
+    from ptplan.studies import DominatedPruner, SurrogateSampler
 
     return OptunaStrategy(plan, seed, SurrogateSampler(plan, seed=seed), dominated=DominatedPruner() if prune else None,
                           reuse=reuse, name=name)
@@ -613,7 +595,7 @@ def synthetic_grid(plan, suites: Sequence[str] = ("transcriptomics", "proteins")
     with the plan's evaluation points. Nothing is trained: never report numbers from it."""
     import random
 
-    from ._space import SHARE_PARAMS
+    from ptplan.studies import SHARE_PARAMS
 
     rng = random.Random(rng_seed)
     total, unit = float(plan.trial.budget.total), plan.trial.budget.unit
