@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from ptplan.stages._errors import RecommendError
+from ptplan.stages.errors import RecommendError
 
 from ptplan.stages.record import STAGES, weighted_score
 MIN_MODEL_TRIALS = 3

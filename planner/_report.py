@@ -64,7 +64,7 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
                  unit: str | None = None) -> Report:
     """Write report.md, report.html and the PNG plots of a trial table into `out`; never fails on
     an empty or all-failed table (it writes what it can and says why the rest is missing)."""
-    from ptplan.studies._table import pareto_front
+    from ptplan.studies import pareto_front
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ptplan.stages._errors import ConfigError, PlanError, RecommendError, StudyError
+from ptplan.stages.errors import ConfigError, PlanError, RecommendError, StudyError
 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
@@ -119,7 +119,7 @@ _STATE_STYLE = {"COMPLETE": "green", "FAIL": "red", "RUNNING": "yellow", "WAITIN
 
 def _print_status(console: Console, study, sp, url: str, limit: int | None = 50) -> None:
     from ptplan.studies import mask, study_table
-    from ptplan.studies._space import SHARE_PARAMS, short_name
+    from ptplan.studies import SHARE_PARAMS, short_name
 
     table = study_table(study, sp)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(table.counts.items())) or "no trials yet"

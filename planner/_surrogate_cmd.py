@@ -32,7 +32,7 @@ def _check(ok: bool) -> str:
 
 
 def _curve_table(summary, counts: dict) -> Table:
-    from ptplan.surrogates._eval import TARGET_COVERAGE, TARGET_GAIN, TARGET_MAE
+    from ptplan.surrogates import TARGET_COVERAGE, TARGET_GAIN, TARGET_MAE
 
     lo, hi = TARGET_COVERAGE
     table = Table(title=f"OOD peak from a partial SFT curve: leave one trial out ({counts['evaluated']} curves)",
@@ -59,7 +59,7 @@ def _curve_table(summary, counts: dict) -> Table:
 
 
 def _outcome_table(summary) -> Table:
-    from ptplan.surrogates._eval import TARGET_SPEARMAN
+    from ptplan.surrogates import TARGET_SPEARMAN
 
     table = Table(title="Outcome from the allocation: held-out trials",
                   caption=f"Target for the outcome model: Spearman >= {TARGET_SPEARMAN:.1f} for final OOD and ID.")

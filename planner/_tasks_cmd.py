@@ -7,7 +7,7 @@ from rich.table import Table
 
 
 def show_tasks(console: Console, suite: str | None = None, samples: int = 1) -> None:
-    from ptplan.stages._tasks import SUITES, SuiteSizes
+    from ptplan.stages import SUITES, SuiteSizes
 
     names = [suite] if suite else list(SUITES)
     for name in names:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ptplan.stages._errors import ConfigError, ConfigMismatch, PlanError, TrialFailed
+from ptplan.stages.errors import ConfigError, ConfigMismatch, PlanError, TrialFailed
 
 
 def _fmt(x) -> str:

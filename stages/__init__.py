@@ -15,10 +15,10 @@ _EXPORTS = {
     "RLConfig": "_config", "BackboneConfig": "_config", "DataConfig": "_config", "EvalConfig": "_config",
     "from_dict": "_config", "UNITS": "_config", "apply_overrides": "_config",
     # errors: one root, each class carries its failure reason
-    "PtplanError": "_errors", "ConfigError": "_errors", "PlanError": "_errors", "DataError": "_errors",
-    "BudgetError": "_errors", "RewardError": "_errors", "DivergedError": "_errors", "EvalError": "_errors",
-    "Pruned": "_errors", "TrialFailed": "_errors", "ConfigMismatch": "_errors", "StudyError": "_errors",
-    "RecommendError": "_errors", "reason_of": "_errors",
+    "PtplanError": "errors", "ConfigError": "errors", "PlanError": "errors", "DataError": "errors",
+    "BudgetError": "errors", "RewardError": "errors", "DivergedError": "errors", "EvalError": "errors",
+    "Pruned": "errors", "TrialFailed": "errors", "ConfigMismatch": "errors", "StudyError": "errors",
+    "RecommendError": "errors", "reason_of": "errors",
     # the trial record
     "STAGES": "record", "CurvePoint": "record", "FAILURE_REASONS": "record", "ood_peak": "record",
     # ledger
@@ -26,7 +26,7 @@ _EXPORTS = {
     # backbones
     "BUILTIN_BACKBONES": "_backbones", "load_backbone": "_backbones", "char_tokenizer": "_backbones",
     # tasks and data
-    "SUITES": "_tasks", "build_suite": "_tasks", "Example": "_tasks", "TaskData": "_tasks", "SuiteSizes": "_tasks",
+    "SUITES": "_tasks", "build_suite": "_tasks", "Example": "_tasks", "TaskData": "_tasks", "SuiteSizes": "_config",
     "SCORERS": "_scoring", "resolve_scorer": "_scoring", "load_user_data": "_userdata",
     # stages and trials
     "CPTStage": "_stages", "SFTStage": "_stages", "RLStage": "_stages", "STAGE_TYPES": "_stages",

@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ptplan.stages._errors import ConfigError
+from ptplan.stages.errors import ConfigError
 from ptplan.stages.record import STAGES
 
 Unit = Literal["flops", "tokens", "examples", "epochs", "seconds"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from ptplan.stages._errors import EvalError
+from ptplan.stages.errors import EvalError
 
 
 

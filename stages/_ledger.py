@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ._config import STAGES, UNITS
-from ptplan.stages._errors import BudgetError
+from ptplan.stages.errors import BudgetError
 
 
 

@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Callable
 from typing import Any
-from ptplan.stages._errors import RewardError
+from ptplan.stages.errors import RewardError
 
 Scorer = Callable[[str, str], float]
 

@@ -19,7 +19,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from ._config import RLConfig, StageConfig
 from ._ledger import BudgetError, Spend, rl_flops_per_token, train_flops_per_token
 from ._scoring import RewardError
-from ptplan.stages._errors import DivergedError
+from ptplan.stages.errors import DivergedError
 
 
 

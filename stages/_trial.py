@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ._config import TrialConfig
-from ._errors import ConfigError, ConfigMismatch, TrialFailed, reason_of
+from .errors import ConfigError, ConfigMismatch, TrialFailed, reason_of
 from ._ledger import Ledger, Spend
-from .record import CONFIG_FILE, CURVES_FILE, LOG_FILE, RESULT_FILE, STAGES, CurvePoint, ood_peak, write_curves
+from .record import (CONFIG_FILE, CURVES_FILE, LOG_FILE, RESULT_FILE, STAGES, CurvePoint, TrialResult,
+                     ood_peak, write_curves)
 
 CODE_VERSION = "1"  # bump when a change makes old stage checkpoints invalid
 log = logging.getLogger("ptplan.trial")
@@ -161,11 +162,11 @@ class TrialRunner:
                 raise ConfigMismatch(f"{path} holds a different trial; refusing to mix them:\n  " + "\n  ".join(diff))
         path.write_text(yaml.safe_dump(new, sort_keys=False))
 
-    def _write_outputs(self, status: str, failure: dict | None, started: float) -> dict:
+    def _write_outputs(self, status: str, failure: dict | None, started: float) -> TrialResult:
         write_curves(self.points, self.out / CURVES_FILE)
         final = self.points[-1] if self.points else None
         self.timings["total"] = time.perf_counter() - started
-        result = {
+        result: TrialResult = {
             "name": self.config.name, "seed": self.config.seed, "status": status, "failure": failure,
             "allocation": dataclasses.asdict(self.config.allocation),
             "budget": dataclasses.asdict(self.config.budget), "ledger": self.ledger.to_dict(),
@@ -213,7 +214,7 @@ class TrialRunner:
         return sum(self.ledger.stages[s].spent.tokens for s in STAGES[: STAGES.index(stage)]) if stage in STAGES else 0.0
 
     # -- the trial ----------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self) -> TrialResult:
         started = time.perf_counter()
         _quiet_libraries()
         self._write_config()

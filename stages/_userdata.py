@@ -15,7 +15,7 @@ from typing import Any
 
 from ptplan.stages._scoring import DEFAULT_TOLERANCE, resolve_scorer
 from ptplan.stages._tasks._base import FALLBACK_TASK, Example, TaskData
-from ptplan.stages._errors import DataError
+from ptplan.stages.errors import DataError
 
 SPLITS: dict[str, bool] = {"cpt": False, "sft": False, "rl": False, "id": True, "ood": True}  # split -> required
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 import numpy as np
 
@@ -26,10 +26,43 @@ Stage = Literal["cpt", "sft", "rl"]
 FAILURE_REASONS = ("diverged", "oom", "reward_error", "data_error", "eval_error", "budget", "interrupted", "pruned",
                    "error")
 CONFIG_FILE, CURVES_FILE, RESULT_FILE, LOG_FILE = "config.yaml", "curves.parquet", "result.json", "trial.log"
-RESULT_KEYS = ("name", "seed", "status", "failure", "allocation", "budget", "ledger", "final", "last_point",
-               "ood_peak", "stages", "handover", "timings", "parameters", "curves")
 DEFAULT_OOD_WEIGHT = 0.5  # the "balanced" objective: 0.5 * ID + 0.5 * OOD
 REPORT_STEPS = 10  # a study records (ID, OOD) at each tenth of a trial's budget (`checkpoints` user attr)
+
+
+
+class OODPeak(TypedDict):
+    """The SFT stage's OOD peak: compute into SFT (budget unit), fraction of SFT's spend, value,
+    and whether it is censored (the last point, still rising)."""
+
+    compute: float
+    fraction: float
+    value: float
+    censored: bool
+
+
+class TrialResult(TypedDict):
+    """`result.json`. `ledger` holds every unit (`Ledger.to_dict`); `final` is None unless complete;
+    `failure` is {"reason": one of FAILURE_REASONS, "message"} for a failed trial."""
+
+    name: str
+    seed: int
+    status: Literal["complete", "failed"]
+    failure: dict | None
+    allocation: dict
+    budget: dict
+    ledger: dict
+    final: dict | None
+    last_point: dict | None
+    ood_peak: OODPeak | None
+    stages: dict
+    handover: dict | None
+    timings: dict
+    parameters: int | None
+    curves: str
+
+
+RESULT_KEYS = tuple(TrialResult.__annotations__)
 
 # curves.parquet: column -> Arrow type name (the per-task scores are JSON strings).
 CURVE_COLUMNS = {"stage": "string", "step": "int64", "compute": "float64", "flops": "float64", "tokens": "float64",
@@ -171,7 +204,7 @@ def peak_index(values: Sequence[float]) -> tuple[int, bool]:
     return best, best == len(v) - 1 and len(v) > 1 and v[-1] > v[-2]
 
 
-def ood_peak(rows: Sequence[Any], sft_start: float, sft_spent: float) -> dict | None:
+def ood_peak(rows: Sequence[Any], sft_start: float, sft_spent: float) -> OODPeak | None:
     """The SFT stage's OOD peak: compute into SFT, fraction of what SFT spent, value, censored flag.
 
     `sft_start` is the cumulative compute when SFT began and `sft_spent` what it spent (budget unit)."""
@@ -186,7 +219,8 @@ def ood_peak(rows: Sequence[Any], sft_start: float, sft_spent: float) -> dict | 
 
 __all__ = [
     "CONFIG_FILE", "CURVES_FILE", "CURVE_COLUMNS", "CURVE_STAGES", "CurvePoint", "DEFAULT_OOD_WEIGHT",
-    "FAILURE_REASONS", "LOG_FILE", "PARAM_PREFIX", "PEAK_COLUMNS", "RANK_COLUMNS", "REPORT_STEPS", "RESULT_FILE", "RESULT_KEYS",
-    "SHARE_COLUMNS", "STAGES", "Stage", "hypervolume", "hypervolume_improvement", "ood_peak", "pareto_front",
-    "peak_index", "rank_column", "share_column", "sft_slice", "spent_column", "weighted_score", "write_curves",
+    "FAILURE_REASONS", "LOG_FILE", "OODPeak", "PARAM_PREFIX", "PEAK_COLUMNS", "RANK_COLUMNS", "REPORT_STEPS",
+    "RESULT_FILE", "RESULT_KEYS", "SHARE_COLUMNS", "STAGES", "Stage", "TrialResult", "hypervolume",
+    "hypervolume_improvement", "ood_peak", "pareto_front", "peak_index", "rank_column", "share_column", "sft_slice",
+    "spent_column", "weighted_score", "write_curves",
 ]

@@ -15,7 +15,7 @@ _EXPORTS = {
     "annotate_plan": "_config",
     # search space
     "SearchSpace": "_space", "Param": "_space", "CPT_SHARE": "_space", "SFT_OF_REST": "_space",
-    "SHARE_PARAMS": "_space",
+    "SHARE_PARAMS": "_space", "short_name": "_space",
     # storage and study
     "StorageSpec": "_storage", "open_storage": "_storage", "default_storage": "_storage", "mask": "_storage",
     "SAMPLERS": "_study", "PRUNERS": "_study", "open_study": "_study", "check_identity": "_study",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ptplan.stages._config import TrialConfig, apply_overrides, check_choices, from_dict, option
-from ptplan.stages._errors import ConfigError, PlanError, StudyError  # noqa: F401 - StudyError: re-exported
+from ptplan.stages.errors import ConfigError, PlanError, StudyError  # noqa: F401 - StudyError: re-exported
 
 from ._space import SearchSpace, default_search
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ptplan.stages._errors import Pruned
+from ptplan.stages.errors import Pruned
 from ptplan.stages.record import REPORT_STEPS, weighted_score
 
 

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from ptplan.stages._config import ConfigError, TrialConfig
+from ptplan.stages import ConfigError, TrialConfig
 
 CPT_SHARE = "allocation.shares.cpt"
 SFT_OF_REST = "allocation.shares.sft_of_rest"

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptplan.stages._config import ConfigError
+from ptplan.stages.errors import ConfigError
 
 SCHEMES = {"sqlite": "sqlite", "journal": "journal", "postgresql": "rdb", "postgres": "rdb", "mysql": "rdb"}
 CONNECT_TIMEOUT_S = 5
@@ -70,7 +70,7 @@ def sqlite_url(path: Path) -> str:
 
 def default_storage(run_dir: Path, jobs: int, must_exist: bool = False) -> str:
     """The storage inside the run folder: whichever exists, else SQLite for one job, journal for more."""
-    from ptplan.stages._errors import StudyError
+    from ptplan.stages.errors import StudyError
 
     db, journal = run_dir / DEFAULT_SQLITE, run_dir / DEFAULT_JOURNAL
     if db.exists() and journal.exists():
@@ -117,7 +117,7 @@ def quiet_optuna() -> None:
 
 def open_storage(url: str, heartbeat_interval: int, grace: int, retries: int):
     """An Optuna storage for `url`; StudyError (no traceback) when it cannot be opened."""
-    from ptplan.stages._errors import StudyError
+    from ptplan.stages.errors import StudyError
 
     check_storage_url(url)
     spec = StorageSpec(url)

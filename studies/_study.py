@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from ptplan.stages._errors import StudyError
+from ptplan.stages.errors import StudyError
 from ptplan.stages.record import REPORT_STEPS
 
 from ._storage import mask

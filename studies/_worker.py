@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ptplan.stages._errors import StudyError
+from ptplan.stages.errors import StudyError
 from ._objective import FAILURE_ATTR, HOST, LEASE_ATTR, TrialObjective
 from ._storage import StorageSpec, default_storage, mask, open_storage
 from ._study import open_study

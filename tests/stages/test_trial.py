@@ -17,8 +17,14 @@ def _result(path):
 @pytest.mark.parametrize("unit,total", [("flops", 4e10), ("tokens", 8000), ("examples", 160), ("epochs", 0.5),
                                         ("seconds", 1.5)])
 def test_budget_stop_and_ledger_in_every_unit(tiny_config, tmp_path, unit, total):
+    from ptplan.stages.record import CURVE_COLUMNS, RESULT_KEYS
+
     cfg = tiny_config(budget={"total": total, "unit": unit})
     res = run_trial(cfg, tmp_path)
+    assert tuple(_result(tmp_path)) == RESULT_KEYS  # the record contract, ptplan.stages.record.TrialResult
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(tmp_path / "curves.parquet").names == list(CURVE_COLUMNS)
     sft = res["ledger"]["stages"]["sft"]
     spent, steps = sft["spent"], sft["spent"]["steps"]
     assert steps >= 1
