@@ -111,6 +111,8 @@ class RLConfig(StageConfig):
         "fixed", "fixed: SFT runs its whole share; predicted-peak: end SFT once the curve model says its OOD peak "
         "has passed and give the rest of SFT's share to RL")
     handover_confidence: float = option(0.8, "probability that the peak has passed needed to hand over")
+    format_reward: float = option(0.0, "reward added when a completion holds an answer where `data.answer` "
+                                  "looks (0: none)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -197,8 +199,25 @@ class DataConfig:
                                           "Parquet file with `prompt` and `answer` columns")
     scorer: str = option("exact", "user data scorer: exact, numeric, set_f1, or module:function")
     tolerance: float = option(0.05, "relative tolerance of the `numeric` scorer")
+    chat: Literal["auto", "on", "off"] = option("auto", "format prompts with the tokenizer's chat template (auto: "
+                                                "when it has one): SFT loss on the assistant turn, GRPO and "
+                                                "evaluation from templated prompts")
+    system_prompt: str | None = option(None, "a system message before every prompt (chat templates only)")
+    template_kwargs: dict[str, Any] | None = option(None, "switches passed to the chat template, e.g. "
+                                                    "{enable_thinking: false} for Qwen3")
+    answer: str | None = option(None, "where the answer is in a completion, applied before scoring: `tag` "
+                                "(<answer>...</answer>), `last-line`, or a regex with a group named `answer`; "
+                                "default: the whole completion")
 
     def __post_init__(self):
+        check_choices(self)
+        if self.answer is not None:
+            from ._scoring import answer_extractor
+
+            try:
+                answer_extractor(self.answer)
+            except ValueError as err:
+                raise ConfigError("answer", str(err)) from None
         if self.files is not None:
             _check(isinstance(self.files, dict) and all(isinstance(v, str) for v in self.files.values()),
                    "files", "must map split names (cpt, sft, rl, id, ood) to file paths", self.files)
@@ -249,6 +268,9 @@ class TrialConfig:
         _check(self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"), "device",
                "must be auto, cpu, cuda or cuda:N", self.device)
         _check(isinstance(self.seed, int), "seed", "must be an integer", self.seed)
+        if self.allocation.rl.format_reward and self.data.answer is None:
+            raise ConfigError("allocation.rl.format_reward", "needs `data.answer` (where an answer is expected: "
+                              "tag, last-line or a regex)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

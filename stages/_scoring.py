@@ -45,6 +45,41 @@ def first_line(text: Any) -> str:
     return ""
 
 
+ANSWER_TAG = re.compile(r"<answer>(?P<answer>.*?)</answer>", re.S)
+THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S)
+
+
+def answer_extractor(spec: str | None) -> Callable[[str], str | None] | None:
+    """The answer extractor a plan's `data.answer` names: `tag` (the last <answer>...</answer>), `last-line`
+    (the last non-empty line after any <think> block), or a regex with a group named `answer` (its last
+    match). The extractor returns None when a completion holds no answer in that form."""
+    if spec is None:
+        return None
+    if spec == "tag":
+        pattern = ANSWER_TAG
+    elif spec == "last-line":
+        def last_line(text: str) -> str | None:
+            lines = [ln.strip() for ln in THINK_BLOCK.sub("", text).splitlines() if ln.strip()]
+            return lines[-1] if lines else None
+
+        return last_line
+    else:
+        try:
+            pattern = re.compile(spec, re.S)
+        except re.error as err:
+            raise ValueError(f"must be `tag`, `last-line` or a regular expression; {spec!r} does not compile: "
+                             f"{err}") from None
+        if "answer" not in pattern.groupindex:
+            raise ValueError(f"a regular expression needs a group named `answer`, e.g. "
+                             f"'Answer: (?P<answer>.+)'; got {spec!r}")
+
+    def extract(text: str) -> str | None:
+        found = list(pattern.finditer(THINK_BLOCK.sub("", text)))
+        return found[-1].group("answer").strip() if found else None
+
+    return extract
+
+
 def exact(completion: str, answer: str) -> float:
     """1.0 when the first line of the completion equals the answer (whitespace-normalized), else 0.0."""
     return 1.0 if first_line(completion) == first_line(answer) else 0.0

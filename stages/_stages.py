@@ -41,6 +41,11 @@ class StageContext:
     on_progress: Callable[[str, float, float], None] | None = None
     # After each intermediate evaluation: a reason to end the stage early (the SFT -> RL hand-over), or None.
     handover: Callable[["StageState"], str | None] | None = None
+    chat: Any = None  # a `ChatFormat` when prompts are conversations (`data.chat`), else None
+
+    def prompt_text(self, tokenizer, prompt: str) -> str:
+        """A prompt as the model sees it: templated when the trial uses a chat template."""
+        return prompt if self.chat is None else self.chat.prompt_text(tokenizer, prompt)
 
 
 @dataclass
@@ -192,7 +197,7 @@ class CPTStage(_TrainerStage):
 
     name = "cpt"
 
-    def texts(self, ctx):
+    def texts(self, ctx, tokenizer=None):
         return list(ctx.data.cpt_corpus)
 
     def dataset(self, ctx):
@@ -201,7 +206,7 @@ class CPTStage(_TrainerStage):
         return Dataset.from_dict({"text": self.texts(ctx)})
 
     def step_costs(self, ctx, tokenizer):
-        texts = self.texts(ctx)
+        texts = self.texts(ctx, tokenizer)
         if not texts:
             raise BudgetError(f"stage `{ctx.name}` has a share but its training set is empty")
         mean, least = _mean_tokens(tokenizer, texts)
@@ -229,13 +234,17 @@ class SFTStage(CPTStage):
 
     name = "sft"
 
-    def texts(self, ctx):
+    def texts(self, ctx, tokenizer=None):
+        if ctx.chat is not None and tokenizer is not None:  # what the template makes of each example
+            return [ctx.prompt_text(tokenizer, e.prompt) + e.answer for e in ctx.data.sft_train]
         return [e.prompt + e.answer for e in ctx.data.sft_train]
 
     def dataset(self, ctx):
         from datasets import Dataset
 
         train = ctx.data.sft_train
+        if ctx.chat is not None:  # TRL's conversational prompt-completion: loss on the assistant turn only
+            return Dataset.from_list([ctx.chat.sft_row(e.prompt, e.answer) for e in train])
         return Dataset.from_dict({"prompt": [e.prompt for e in train], "completion": [e.answer for e in train]})
 
     def extra_args(self) -> dict:
@@ -252,7 +261,7 @@ class RLStage(_TrainerStage):
         train = ctx.data.rl_train
         if not train:
             raise BudgetError(f"stage `{ctx.name}` has a share but its training set is empty")
-        mean_prompt, least_prompt = _mean_tokens(tokenizer, [e.prompt for e in train])
+        mean_prompt, least_prompt = _mean_tokens(tokenizer, [ctx.prompt_text(tokenizer, e.prompt) for e in train])
         mean_answer, _ = _mean_tokens(tokenizer, [e.answer for e in train])
         completions = cfg.batch_size * cfg.generations
         fpt = rl_flops_per_token(ctx.n_params, cfg.rank, cfg.beta)
@@ -267,16 +276,31 @@ class RLStage(_TrainerStage):
 
         cfg: RLConfig = ctx.config
         train = ctx.data.rl_train
-        dataset = Dataset.from_dict({"prompt": [e.prompt for e in train], "answer": [e.answer for e in train],
+        prompts = [e.prompt if ctx.chat is None else ctx.chat.messages(e.prompt) for e in train]
+        dataset = Dataset.from_dict({"prompt": prompts, "answer": [e.answer for e in train],
                                      "task": [e.task for e in train]})
         args = GRPOConfig(**_common_args(ctx, out_dir, max_steps),
                           per_device_train_batch_size=cfg.batch_size * cfg.generations,
                           num_generations=cfg.generations, max_completion_length=cfg.max_completion_length,
                           beta=cfg.beta, temperature=cfg.temperature, steps_per_generation=1,
-                          include_num_input_tokens_seen="no")
+                          include_num_input_tokens_seen="no",
+                          chat_template_kwargs=dict(ctx.chat.kwargs) if ctx.chat is not None else None)
+        rewards = [_guarded_reward(ctx.data.reward_fn())]
+        if cfg.format_reward > 0:
+            rewards.append(_format_reward(ctx.data.extract, cfg.format_reward))
         return GRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                           reward_funcs=[_guarded_reward(ctx.data.reward_fn())],
-                           peft_config=_lora_config(cfg.rank), callbacks=[callback])
+                           reward_funcs=rewards, peft_config=_lora_config(cfg.rank), callbacks=[callback])
+
+
+def _format_reward(extract, weight: float):
+    """`allocation.rl.format_reward`: `weight` for a completion that holds an answer where `data.answer`
+    looks, 0 otherwise (added to the task reward)."""
+    from ._scoring import as_text
+
+    def format_reward(completions, **kwargs):
+        return [weight if extract(as_text(c)) is not None else 0.0 for c in completions]
+
+    return format_reward
 
 
 def _guarded_reward(reward):

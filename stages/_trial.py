@@ -35,15 +35,21 @@ def classify_failure(err: BaseException) -> str:
 
 
 def load_task_data(config: TrialConfig):
-    """Materialize the trial's data (built-in suite or validated user files)."""
+    """Materialize the trial's data (built-in suite or validated user files), with `data.answer`'s
+    extractor applied before every score."""
+    from ._scoring import answer_extractor
+
     d = config.data
     if d.files is not None:
         from ._userdata import load_user_data
 
-        return load_user_data(d.files, scorer=d.scorer, tolerance=d.tolerance)
-    from ._tasks import build_suite
+        data = load_user_data(d.files, scorer=d.scorer, tolerance=d.tolerance)
+    else:
+        from ._tasks import build_suite
 
-    return build_suite(d.suite, seed=d.seed, sizes=d.sizes)
+        data = build_suite(d.suite, seed=d.seed, sizes=d.sizes)
+    data.extract = answer_extractor(d.answer)
+    return data
 
 
 def _file_digest(path: str) -> str:
@@ -256,13 +262,16 @@ class TrialRunner:
         answers = [e.answer for e in self.data.id_test + self.data.ood_test]
         self.max_new_tokens = cfg.eval.max_new_tokens or (
             max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]) + 2)
+        from ._chat import chat_format
+
+        chat = chat_format(tokenizer, cfg.data)
         enabled = [s for s in STAGES if cfg.allocation.shares[s] > 0]
         contexts = {}
         for name in enabled:  # refuse an unpayable allocation before any training
             contexts[name] = StageContext(
                 name=name, config=cfg.allocation.stage(name), slice=self.ledger.stages[name].slice,
                 unit=cfg.budget.unit, data=self.data, n_params=self.n_params, eval_points=cfg.eval.points[name],
-                evaluate=None, seed=cfg.seed, use_cuda=use_cuda, on_progress=self.on_progress)
+                evaluate=None, seed=cfg.seed, use_cuda=use_cuda, on_progress=self.on_progress, chat=chat)
             STAGE_TYPES[name]().check(contexts[name], tokenizer)
         if use_cuda:
             model = model.to("cuda")
