@@ -252,6 +252,23 @@ class EvalConfig:
 
 
 @dataclass
+class AccelConfig:
+    """TRL's GPU options. Each is off on the CPU; asking for one where its package or a CUDA device is
+    missing is refused with what to install or change."""
+
+    bf16: Literal["auto", "on", "off"] = option("auto", "bfloat16 training and generation (auto: on a GPU that "
+                                                "supports it)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")
+    padding_free: bool = option(False, "SFT/CPT without padding (TRL padding_free; needs flash attention)")
+    liger: bool = option(False, "Liger fused kernels (pip install liger-kernel)")
+    rl_generation: Literal["hf", "vllm"] = option("hf", "GRPO generation: transformers or TRL's colocated vLLM")
+    eval_engine: Literal["hf", "vllm"] = option("hf", "evaluation generation engine")
+
+    def __post_init__(self):
+        check_choices(self)
+
+
+@dataclass
 class TrialConfig:
     """Everything that determines one staged trial."""
 
@@ -263,11 +280,15 @@ class TrialConfig:
     allocation: Allocation = option(factory=Allocation, help="stage shares and each stage's settings")
     eval: EvalConfig = option(factory=EvalConfig, help="evaluation (not charged to the budget)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    accel: AccelConfig = option(factory=AccelConfig, help="GPU efficiency options (speed and memory)")
+    tracking: Literal["none", "tensorboard", "trackio", "wandb"] = option(
+        "none", "send each stage's training logs to a tracker, one run per stage named <study>/<trial>/<stage>")
 
     def __post_init__(self):
         _check(self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"), "device",
                "must be auto, cpu, cuda or cuda:N", self.device)
         _check(isinstance(self.seed, int), "seed", "must be an integer", self.seed)
+        check_choices(self)
         if self.allocation.rl.format_reward and self.data.answer is None:
             raise ConfigError("allocation.rl.format_reward", "needs `data.answer` (where an answer is expected: "
                               "tag, last-line or a regex)")

@@ -42,6 +42,10 @@ class StageContext:
     # After each intermediate evaluation: a reason to end the stage early (the SFT -> RL hand-over), or None.
     handover: Callable[["StageState"], str | None] | None = None
     chat: Any = None  # a `ChatFormat` when prompts are conversations (`data.chat`), else None
+    accel: Any = None  # the plan's `accel` (GPU options); None: defaults
+    tracking: str = "none"  # `tracking`: a TRL `report_to` target
+    run_name: str | None = None  # the tracker run: <study>/<trial>/<stage>
+    log_dir: str | None = None  # the trainer's output folder when tracked (tensorboard writes its runs/ there)
 
     def prompt_text(self, tokenizer, prompt: str) -> str:
         """A prompt as the model sees it: templated when the trial uses a chat template."""
@@ -128,12 +132,18 @@ def _lora_config(rank: int):
 
 
 def _common_args(ctx: StageContext, out_dir: str, max_steps: int) -> dict:
+    from ._accel import trainer_args
+    from ._config import AccelConfig
+
     cfg = ctx.config
+    tracked = ctx.tracking != "none"
     return dict(
-        output_dir=out_dir, learning_rate=cfg.lr, max_steps=max_steps, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no", report_to="none",
-        bf16=ctx.use_cuda, use_cpu=not ctx.use_cuda, seed=ctx.seed, data_seed=ctx.seed,
-        dataloader_drop_last=True, disable_tqdm=True, max_grad_norm=1.0, logging_nan_inf_filter=False,
+        output_dir=ctx.log_dir if tracked and ctx.log_dir else out_dir, learning_rate=cfg.lr, max_steps=max_steps, lr_scheduler_type="constant_with_warmup",
+        warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no",
+        report_to=ctx.tracking if tracked else "none", run_name=ctx.run_name if tracked else None,
+        use_cpu=not ctx.use_cuda, seed=ctx.seed,
+        data_seed=ctx.seed, dataloader_drop_last=True, disable_tqdm=True, max_grad_norm=1.0,
+        logging_nan_inf_filter=False, **trainer_args(ctx.accel or AccelConfig(), ctx.use_cuda, ctx.name),
     )
 
 

@@ -140,12 +140,13 @@ class TrialRunner:
     def __init__(self, config: TrialConfig, out_dir: str | Path, store_dir: str | Path | None = None,
                  on_progress: Callable[[str, float, float], None] | None = None,
                  on_point: Callable[[CurvePoint], None] | None = None,
-                 handover_policy: HandoverPolicy | None = None):
+                 handover_policy: HandoverPolicy | None = None, run_name: str | None = None):
         self.config = config
         self.out = Path(out_dir)
         self.store = Path(store_dir) if store_dir else self.out / "stages"
         self.on_progress, self.on_point = on_progress, on_point
         self.handover_policy = handover_policy
+        self.run_name = run_name or config.name  # tracker runs: <run_name>/<stage>
         self.points: list[CurvePoint] = []
         self.ledger = Ledger.split(config.budget.total, config.budget.unit, config.allocation.shares)
         self.timings: dict[str, float] = {}
@@ -163,6 +164,10 @@ class TrialRunner:
         new = self.config.to_dict()
         if path.exists():
             old = yaml.safe_load(path.read_text()) or {}
+            try:  # written by an earlier ptplan: fields added since take their defaults
+                old = TrialConfig.from_dict(old).to_dict()
+            except ConfigError:
+                pass
             diff = describe_diff(old, new)
             if diff:
                 raise ConfigMismatch(f"{path} holds a different trial; refusing to mix them:\n  " + "\n  ".join(diff))
@@ -264,15 +269,22 @@ class TrialRunner:
             max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]) + 2)
         from ._chat import chat_format
 
+        from ._accel import check_accel
+
         chat = chat_format(tokenizer, cfg.data)
+        check_accel(cfg.accel, use_cuda)
         enabled = [s for s in STAGES if cfg.allocation.shares[s] > 0]
         contexts = {}
         for name in enabled:  # refuse an unpayable allocation before any training
             contexts[name] = StageContext(
                 name=name, config=cfg.allocation.stage(name), slice=self.ledger.stages[name].slice,
                 unit=cfg.budget.unit, data=self.data, n_params=self.n_params, eval_points=cfg.eval.points[name],
-                evaluate=None, seed=cfg.seed, use_cuda=use_cuda, on_progress=self.on_progress, chat=chat)
+                evaluate=None, seed=cfg.seed, use_cuda=use_cuda, on_progress=self.on_progress, chat=chat,
+                accel=cfg.accel, tracking=cfg.tracking, run_name=f"{self.run_name}/{name}",
+                log_dir=str(self.out / "tracking" / name))
             STAGE_TYPES[name]().check(contexts[name], tokenizer)
+            if use_cuda:
+                self._check_memory(model, contexts[name])
         if use_cuda:
             model = model.to("cuda")
 
@@ -303,6 +315,21 @@ class TrialRunner:
                 self._record_handover(ctx)
             self.stage_info[name] = {"key": key, "checkpoint": str(folder / "model"),
                                      "reused": self.ledger.stages[name].reused}
+
+    def _check_memory(self, model, ctx) -> None:
+        """Refuse a stage whose estimated memory exceeds the GPU's, before any training."""
+        import torch
+
+        from ._accel import ModelShape, check_memory, estimate_memory, use_bf16
+
+        c = ctx.config
+        rl = ctx.name == "rl"
+        estimate = estimate_memory(
+            ModelShape.of(model.config, self.n_params), stage=ctx.name, rank=c.rank,
+            batch=c.batch_size * (c.generations if rl else 1), seq=c.max_length, bf16=use_bf16(ctx.accel, True),
+            gradient_checkpointing=ctx.accel.gradient_checkpointing, completion=c.max_completion_length if rl else 0)
+        device = torch.device(self.config.device if self.config.device.startswith("cuda") else "cuda")
+        check_memory(estimate, torch.cuda.get_device_properties(device).total_memory, f"allocation.{ctx.name}")
 
     def _peak_policy(self, ctx, policy: HandoverPolicy):
         """`handover: predicted-peak`: after each SFT evaluation, pass the SFT curve so far (fraction of

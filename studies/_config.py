@@ -29,7 +29,7 @@ SamplerName = Literal["surrogate", "tpe", "gp", "nsga2", "random", "grid"]  # th
 PrunerName = Literal["dominated", "median", "hyperband", "successive_halving", "none"]  # `_study.PRUNERS`
 MULTI_PRUNERS = ("dominated",)  # the pruners a multi-objective study takes; the others need `kind: weighted`
 DEFAULT_TRIALS = 20
-MACHINE_FIELDS = ("device",)  # trial fields that may differ between workers of one study
+MACHINE_FIELDS = ("device", "accel", "tracking")  # trial fields that may differ between workers of one study
 
 
 STUDY_SECTIONS = ("study",)  # plan sections besides the trial configuration

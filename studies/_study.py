@@ -130,6 +130,24 @@ def open_study(plan: "StudyPlan", storage, url: str, *, index: int | None = 0, c
     return study
 
 
+def _upgraded(old: dict) -> dict | None:
+    """A stored identity with the trial fields added since it was written filled in at their defaults
+    (a study made by an earlier ptplan is the same study if it set none of them), or None."""
+    import json
+
+    from ptplan.stages import ConfigError, TrialConfig
+
+    from ._config import MACHINE_FIELDS
+
+    try:
+        trial = TrialConfig.from_dict(old.get("trial") or {}).to_dict()
+    except (ConfigError, TypeError):
+        return None
+    for key in MACHINE_FIELDS:
+        trial.pop(key, None)
+    return json.loads(json.dumps({**old, "trial": trial}, default=str))
+
+
 def check_identity(study: "optuna.Study", plan: "StudyPlan", url: str) -> None:
     """First use: record the plan's identity in the study. Later: refuse a different plan, showing how."""
     from ptplan.stages import describe_diff
@@ -144,7 +162,7 @@ def check_identity(study: "optuna.Study", plan: "StudyPlan", url: str) -> None:
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         study.set_user_attr(SOURCE_ATTR, plan.source)
         return
-    if attrs.get(FINGERPRINT_ATTR) == fingerprint:
+    if attrs.get(FINGERPRINT_ATTR) == fingerprint or _upgraded(attrs[IDENTITY_ATTR]) == identity:
         return
     diff = describe_diff(attrs[IDENTITY_ATTR], identity) or ["(same fields, different ptplan identity version)"]
     raise StudyError(
