@@ -333,18 +333,22 @@ class TrialRunner:
         self._evaluate("start", model, tokenizer, 0, Spend())
         self.timings["eval_start"] = time.perf_counter() - t
         key = base_key(cfg)
-        pre_sft = None
+        pre_sft = None  # cold-start RL: (checkpoint folder of the stage before SFT or None = backbone, its key)
+        previous: Path | None = None
         for name in enabled:
             ctx = contexts[name]
-            if name == "sft" and cfg.allocation.shares["rl"] > 0 and cfg.allocation.rl.start == "cold":
-                pre_sft = (copy.deepcopy(model).cpu(), key)
+            if name == "sft":
+                pre_sft = (previous, key)
             if name == "sft" and "rl" in contexts and cfg.allocation.rl.handover == "predicted-peak":
                 ctx.handover = self._peak_policy(ctx)
             if name == "rl" and self.handover.get("switched"):  # the rest of SFT's slice goes to RL
                 ctx.slice += self.handover["moved_to_rl"]
                 self.ledger.stages["rl"].slice = ctx.slice
             if name == "rl" and cfg.allocation.rl.start == "cold" and pre_sft is not None:
-                model, key = pre_sft[0].to(next(model.parameters()).device), pre_sft[1]
+                # Reloaded from disk, never copied: a trained model's `forward` is bound to that object,
+                # so a deepcopy would still run (and train) the SFT model.
+                model, tokenizer = self._reload(pre_sft[0], use_cuda)
+                key = pre_sft[1]
             key = stage_key(cfg, name, ctx.slice, key)
             folder = self.store / f"{name}-{key}"
             with _stage_lock(folder):
@@ -353,6 +357,19 @@ class TrialRunner:
                 self._record_handover(ctx)
             self.stage_info[name] = {"key": key, "checkpoint": str(folder / "model"),
                                      "reused": self.ledger.stages[name].reused}
+            previous = folder / "model"
+
+    def _reload(self, checkpoint: Path | None, use_cuda: bool):
+        """A stage's saved checkpoint (or the untouched backbone for None), loaded fresh from disk."""
+        from ._backbones import load_backbone, load_checkpoint
+
+        cfg = self.config
+        if checkpoint is None:
+            model, tokenizer = load_backbone(cfg.backbone.name, cfg.backbone.path,
+                                             trust_remote_code=cfg.backbone.trust_remote_code, seed=cfg.seed)
+        else:
+            model, tokenizer = load_checkpoint(checkpoint)
+        return (model.to("cuda") if use_cuda else model), tokenizer
 
     def _peak_policy(self, ctx):
         """`handover: predicted-peak`: after each SFT evaluation, ask the OOD-peak curve model whether
@@ -396,16 +413,14 @@ class TrialRunner:
 
     def _stage(self, name, ctx, folder: Path, model, tokenizer, use_cuda: bool):
         """Reuse the stage at `folder` if recorded, else train it; then take its final point."""
-        from ._backbones import load_checkpoint, save_checkpoint
+        from ._backbones import save_checkpoint
         from ._stages import STAGE_TYPES
 
         record_path = folder / "record.json"
         record = json.loads(record_path.read_text()) if record_path.exists() else None
         t = time.perf_counter()
         if record is not None:
-            model, tokenizer = load_checkpoint(folder / "model")
-            if use_cuda:
-                model = model.to("cuda")
+            model, tokenizer = self._reload(folder / "model", use_cuda)
             self.ledger.stages[name].spent = Spend(**record["spent"])
             self.ledger.stages[name].reused = True
             reused = [CurvePoint(**p) for p in record["points"]]
@@ -426,6 +441,10 @@ class TrialRunner:
             model, state = STAGE_TYPES[name]().run(model, tokenizer, ctx)
             self.ledger.stages[name].spent = state.spent
             save_checkpoint(model, tokenizer, folder / "model")
+            # Every hand-off goes through disk: the final point and the next stage see exactly the saved
+            # checkpoint, not a trainer-wrapped object (whose `forward` and reference model hang on it).
+            del model
+            model, tokenizer = self._reload(folder / "model", use_cuda)
             record = {"status": "trained", "spent": dataclasses.asdict(state.spent), "loss": state.loss,
                       "reward": state.reward, "handover": state.handover,
                       "points": [dataclasses.asdict(p) for p in self.points[stage_points_from:]]}
@@ -433,10 +452,11 @@ class TrialRunner:
             self.timings[name] = time.perf_counter() - t - state.eval_seconds
         if record["status"] == "trained":  # final point, taken after the checkpoint is safe
             spent = self.ledger.stages[name].spent
-            if not (record["points"] and record["points"][-1]["step"] == spent.steps):  # e.g. a hand-over
-                point = self._evaluate(name, model, tokenizer, spent.steps, spent, record.get("loss"),
-                                       record.get("reward"))
-                record["points"].append(dataclasses.asdict(point))
+            if record["points"] and record["points"][-1]["step"] == spent.steps:  # e.g. a hand-over: the
+                record["points"].pop()  # point was taken on the live model; take it again on the checkpoint
+                del self.points[max(i for i, p in enumerate(self.points) if p.stage == name)]
+            point = self._evaluate(name, model, tokenizer, spent.steps, spent, record.get("loss"), record.get("reward"))
+            record["points"].append(dataclasses.asdict(point))
             record["status"] = "done"
             _write_json(record_path, record)
         self.stage_records[name] = record
