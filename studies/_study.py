@@ -94,12 +94,15 @@ PRUNERS: dict[str, Callable] = {"median": _median, "hyperband": _hyperband, "suc
 MULTI_PRUNERS = ("dominated",)  # the pruners a multi-objective study takes; the others need `kind: weighted`
 
 
-def sampler_seed(plan: "StudyPlan", index: int | None) -> int | None:
-    """Grid workers share one seed (the cell order); other workers get distinct seeds."""
+def sampler_seed(plan: "StudyPlan", index: int | None, n_trials: int = 0) -> int:
+    """Grid workers share one seed (the cell order); any other process gets a stream of its own,
+    derived from the plan seed and what is unique to the process and run (see `_distinct`)."""
+    from ._distinct import process_seed
+
     base = plan.study.seed if plan.study.seed is not None else plan.trial.seed
     if plan.grid:
         return base
-    return None if index is None else base + 1009 * index
+    return process_seed(base, index, n_trials)
 
 
 def open_study(plan: "StudyPlan", storage, url: str, *, index: int | None = 0, create: bool = True,
@@ -116,7 +119,7 @@ def open_study(plan: "StudyPlan", storage, url: str, *, index: int | None = 0, c
     if admin:
         sampler, pruner = optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
     else:
-        sampler = SAMPLERS[plan.study.sampler](plan, sampler_seed(plan, index))
+        sampler = None  # chosen once the study's size is known (it keys the process's stream)
         pruner = PRUNERS[plan.study.objective.pruner]() if plan.study.objective.kind == "weighted" else _nop()
     try:
         study = optuna.load_study(study_name=plan.name, storage=storage, sampler=sampler, pruner=pruner)
@@ -125,9 +128,20 @@ def open_study(plan: "StudyPlan", storage, url: str, *, index: int | None = 0, c
             raise StudyError(f"no study named {plan.name!r} in {mask(url)}; start it with `ptplan run`") from None
         study = optuna.create_study(storage=storage, study_name=plan.name, directions=plan.directions,
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
+    if not admin:
+        study.sampler = _process_sampler(plan, index, len(study.get_trials(deepcopy=False)))
     if check:
         check_identity(study, plan, url)
     return study
+
+
+def _process_sampler(plan: "StudyPlan", index: int | None, n_trials: int):
+    """The plan's sampler on this process's stream; outside a grid, wrapped so it never repeats a trial."""
+    from ._distinct import DistinctSampler
+
+    seed = sampler_seed(plan, index, n_trials)
+    sampler = SAMPLERS[plan.study.sampler](plan, seed)
+    return sampler if plan.grid else DistinctSampler(sampler, plan, seed=seed + 1)
 
 
 def check_identity(study: "optuna.Study", plan: "StudyPlan", url: str) -> None:
