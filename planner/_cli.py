@@ -58,12 +58,36 @@ def run(
     trials: Annotated[Optional[int], typer.Option(help="run until this many trials are COMPLETE in total "
                                                        "(default: study.trials, or the grid size)")] = None,
     jobs: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="queue every failed allocation (grid cells "
+                                                                      "too) again, e.g. after fixing a data file")] = False,
+    new_study: Annotated[bool, typer.Option("--new-study", help="start a new study although the run folder holds "
+                                                                "trial folders of a study whose storage is gone "
+                                                                "(they are moved aside)")] = False,
+    skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="start trials without the preflight "
+                                                                          "checks (e.g. they ran at submission)")] = False,
     set_: SetOpt = [],
 ) -> None:
-    """Create or resume the plan's Optuna study and run real trials until N are COMPLETE."""
+    """Create or resume the plan's Optuna study and run real trials until N are COMPLETE.
+
+    A preflight (see `ptplan preflight`) runs before the first trial. Exits 1 when the target was
+    not reached (too many failures, or one failure that recurs), 2 on bad input.
+    """
     from ._study_cmd import run_command
 
-    raise typer.Exit(run_command(plan, set_, trials, jobs, console, err_console))
+    raise typer.Exit(run_command(plan, set_, trials, jobs, console, err_console, retry_failed=retry_failed,
+                                 new_study=new_study, preflight=not skip_preflight))
+
+
+@app.command()
+def preflight(
+    plan: PlanArg,
+    no_step: Annotated[bool, typer.Option("--no-step", help="skip the one real optimizer step per stage")] = False,
+    set_: SetOpt = [],
+) -> None:
+    """Check data, scorer, backbone, budget, one optimizer step per stage and evaluation; exit 2 on a problem."""
+    from ._study_cmd import preflight_command
+
+    raise typer.Exit(preflight_command(plan, set_, not no_step, console, err_console))
 
 
 @app.command()

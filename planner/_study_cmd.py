@@ -40,8 +40,24 @@ def _bad_input():
 
 
 # -- run / worker ---------------------------------------------------------------------------------
+def preflight_command(plan: str, overrides: list[str], train_steps: bool, console: Console,
+                      err_console: Console) -> int:
+    """`ptplan preflight`: the checks `ptplan run` makes before its first trial; exit 2 naming the problem."""
+    from ptplan.studies._preflight import preflight
+
+    try:
+        sp = _resolve(plan, overrides)
+        checks = preflight(sp, train_steps=train_steps, echo=_echo())
+    except _bad_input() as err:
+        return _error(err_console, err)
+    console.print(f"preflight passed: {len(checks)} checks in {sum(c.seconds for c in checks):.1f} s",
+                  highlight=False, markup=False)
+    return 0
+
+
 def run_command(plan: str, overrides: list[str], trials: int | None, jobs: int, console: Console,
-                err_console: Console) -> int:
+                err_console: Console, retry_failed: bool = False, new_study: bool = False,
+                preflight: bool = True) -> int:
     """Create or resume the plan's study and run it to N COMPLETE trials with K local workers."""
     from ptplan.studies import run_study, worker_argv
 
@@ -49,8 +65,9 @@ def run_command(plan: str, overrides: list[str], trials: int | None, jobs: int, 
         sp = _resolve(plan, overrides)
         if trials is not None and trials < 0:
             raise PlanError(f"--trials must be >= 0, got {trials}")
-        session, result, codes = _with_live_view(sp, trials, console,
-                                                 lambda: run_study(sp, trials, jobs, _echo(), worker_argv))
+        session, result, codes = _with_live_view(
+            sp, trials, console, lambda: run_study(sp, trials, jobs, _echo(), worker_argv, new_study=new_study,
+                                                   retry=retry_failed, check=preflight))
     except _bad_input() as err:
         return _error(err_console, err)
     except KeyboardInterrupt:
@@ -61,9 +78,7 @@ def run_command(plan: str, overrides: list[str], trials: int | None, jobs: int, 
     _print_status(console, session.admin, sp, session.url, limit=20)
     if any(c in (EXIT_INTERRUPTED, -2) for c in codes):
         return EXIT_INTERRUPTED
-    if any(c not in (0, -9) for c in codes) and not result.reached:
-        return 1  # a worker failed and the study is short of its target
-    return 0
+    return 0 if result.reached else 1  # short of the target: the message above says why
 
 
 def _with_live_view(sp, trials, console: Console, body):
@@ -94,7 +109,7 @@ def worker_command(plan: str, overrides: list[str], trials: int | None, index: i
         print(f"{prefix}interrupted: the running trial is marked failed (interrupted)", flush=True)
         return EXIT_INTERRUPTED
     print(f"{prefix}{result.stopped} ({result.ran} run by this worker)", flush=True)
-    return 0
+    return 1 if result.repeated else 0
 
 
 # -- status / export ---------------------------------------------------------------------------

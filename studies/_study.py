@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 REPORT_STEPS = 10  # intermediate scores at each tenth of the budget (pruning, `checkpoints` user attr)
 IDENTITY_ATTR, FINGERPRINT_ATTR, SOURCE_ATTR = "ptplan_identity", "ptplan_fingerprint", "ptplan_source"
+DATA_ATTR = "ptplan_data"  # split -> SHA-256 of the user data file the trials were trained on
 
 
 def _tpe(plan: "StudyPlan", seed: int | None):
@@ -157,9 +158,44 @@ def check_identity(study: "optuna.Study", plan: "StudyPlan", url: str) -> None:
         study.set_user_attr(IDENTITY_ATTR, identity)
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         study.set_user_attr(SOURCE_ATTR, plan.source)
+        _check_data(study, plan, url)
         return
-    if attrs.get(FINGERPRINT_ATTR) == fingerprint:
+    if attrs.get(FINGERPRINT_ATTR) == plan.fingerprint(legacy=True) != fingerprint:  # made before data digests
+        study.set_user_attr(IDENTITY_ATTR, identity)
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+    elif attrs.get(FINGERPRINT_ATTR) == fingerprint:
+        _check_data(study, plan, url)
         return
+    else:
+        _refuse(attrs, plan, identity, url)
+    _check_data(study, plan, url)
+
+
+def _check_data(study: "optuna.Study", plan: "StudyPlan", url: str) -> None:
+    """User data is identified by content: a changed file is refused once trials completed on the old
+    content; while none has (e.g. every trial failed on the bad file), the fixed content is adopted."""
+    from optuna.trial import TrialState
+
+    digests = plan.data_digests()
+    old = study.user_attrs.get(DATA_ATTR)
+    if not digests or old == digests:
+        return
+    if old:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        changed = [s for s in sorted(set(old) | set(digests)) if old.get(s) != digests.get(s)]
+        if done:
+            raise StudyError(
+                f"study {plan.name!r} in {mask(url)}: the content of data split(s) {', '.join(changed)} changed since "
+                f"{len(done)} trial(s) completed on the old content ("
+                + ", ".join(f"{s}: {str(old.get(s))[:12]} -> {str(digests.get(s))[:12]}" for s in changed)
+                + "); their results would not be comparable; restore the files, or set `study.name` / `study.dir` "
+                "to start a new study")
+    study.set_user_attr(DATA_ATTR, digests)
+
+
+def _refuse(attrs: dict, plan: "StudyPlan", identity: dict, url: str) -> None:
+    from ptplan.stages import describe_diff
+
     diff = describe_diff(attrs[IDENTITY_ATTR], identity) or ["(same fields, different ptplan identity version)"]
     raise StudyError(
         f"study {plan.name!r} in {mask(url)} was created from a different plan (search space, objective, budget "
