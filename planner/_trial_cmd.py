@@ -91,5 +91,9 @@ def run_trial_command(plan, overrides, out, resume, console: Console, err_consol
     if peak:
         console.print(f"SFT OOD peak {peak['value']:.3f} at {peak['fraction']:.0%} of the SFT slice"
                       f"{' (censored: still rising)' if peak['censored'] else ''}", highlight=False)
-    console.print(f"wrote {out}/config.yaml, curves.parquet, result.json, trial.log", highlight=False)
+    if runner.dest != Path(out):
+        console.print(f"{out} already held a complete result, kept as it was; this attempt wrote "
+                      f"{runner.dest}/curves.parquet, result.json", highlight=False)
+    else:
+        console.print(f"wrote {out}/config.yaml, curves.parquet, result.json, trial.log", highlight=False)
     return 0

@@ -172,6 +172,53 @@ def _stage_lock(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def file_manifest(folder: Path) -> dict[str, dict]:
+    """Size and SHA-256 of every file under a saved checkpoint (relative path -> {size, sha256})."""
+    return {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": _file_digest(str(f))}
+            for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def verify_checkpoint(folder: Path, manifest: dict | None) -> str | None:
+    """None if every file of `manifest` is there with its size and checksum, else what is wrong."""
+    if manifest is None:
+        return None  # recorded before checksums: loading it is the check
+    for rel, want in sorted(manifest.items()):
+        f = folder / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        size = f.stat().st_size
+        if size != want["size"]:
+            return f"{rel} has {size} bytes, recorded {want['size']}"
+        if _file_digest(str(f)) != want["sha256"]:
+            return f"{rel} does not match its recorded SHA-256"
+    return None
+
+
+def quarantine(folder: Path) -> Path:
+    """Move a damaged stage's files (not its lock) to `<store>/quarantine/<stage folder>-<time>/`."""
+    aside = folder.parent / "quarantine" / f"{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    aside.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if item.name != ".lock":
+            os.replace(item, aside / item.name)
+    return aside
+
+
+def attempt_folder(out: Path) -> Path:
+    """Where a run of the trial in `out` writes its result: `out` itself, unless `out` already holds a
+    complete result, which is never overwritten; then a new `out/attempts/<k>/`."""
+    try:
+        done = json.loads((out / "result.json").read_text()).get("status") == "complete"
+    except (OSError, ValueError):
+        done = False
+    if not done:
+        return out
+    attempts = out / "attempts"
+    k = 1 + max((int(p.name) for p in attempts.glob("*") if p.name.isdigit()), default=0)
+    (attempts / str(k)).mkdir(parents=True, exist_ok=True)
+    return attempts / str(k)
+
+
 def _quiet_libraries() -> None:
     """ptplan shows its own progress; silence library progress bars and deprecation chatter."""
     import warnings
@@ -203,6 +250,7 @@ class TrialRunner:
         self.stage_records: dict[str, dict] = {}
         self.handover: dict = {}
         self.handle: logging.Handler | None = None
+        self.dest = self.out  # where result.json and curves.parquet go (an attempt folder if already complete)
 
     # -- files -------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -229,7 +277,7 @@ class TrialRunner:
                             ("flops", pa.float64()), ("tokens", pa.float64()), ("id", pa.float64()),
                             ("ood", pa.float64()), ("loss", pa.float64()), ("reward", pa.float64()),
                             ("id_tasks", pa.string()), ("ood_tasks", pa.string())])
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), self.out / "curves.parquet")
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), self.dest / "curves.parquet")
         final = self.points[-1] if self.points else None
         self.timings["total"] = time.perf_counter() - started
         result = {
@@ -244,7 +292,7 @@ class TrialRunner:
             "timings": self.timings, "parameters": getattr(self, "n_params", None),
             "curves": "curves.parquet",
         }
-        _write_json(self.out / "result.json", result)
+        _write_json(self.dest / "result.json", result)
         return result
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -285,6 +333,10 @@ class TrialRunner:
         for name in ("ptplan", "transformers", "trl"):
             logging.getLogger(name).addHandler(self.handle)
         logging.getLogger("ptplan").setLevel(logging.INFO)
+        self.dest = attempt_folder(self.out)
+        if self.dest != self.out:
+            log.info("trial already complete: its result.json and curves.parquet stay as they are; this attempt "
+                     "writes to %s", self.dest)
         try:
             self._run()
         except BaseException as err:
@@ -420,7 +472,18 @@ class TrialRunner:
         record = json.loads(record_path.read_text()) if record_path.exists() else None
         t = time.perf_counter()
         if record is not None:
-            model, tokenizer = self._reload(folder / "model", use_cuda)
+            damage = verify_checkpoint(folder / "model", record.get("files"))
+            if damage is None:
+                try:
+                    model, tokenizer = self._reload(folder / "model", use_cuda)
+                except Exception as err:  # noqa: BLE001 - an old record without checksums, unreadable weights
+                    damage = f"it does not load ({type(err).__name__}: {str(err)[:200]})"
+            if damage is not None:
+                aside = quarantine(folder)
+                log.warning("stage %s: checkpoint %s is damaged (%s); moved to %s, training the stage again",
+                            name, folder, damage, aside)
+                record = None
+        if record is not None:
             self.ledger.stages[name].spent = Spend(**record["spent"])
             self.ledger.stages[name].reused = True
             reused = [CurvePoint(**p) for p in record["points"]]
@@ -446,7 +509,7 @@ class TrialRunner:
             del model
             model, tokenizer = self._reload(folder / "model", use_cuda)
             record = {"status": "trained", "spent": dataclasses.asdict(state.spent), "loss": state.loss,
-                      "reward": state.reward, "handover": state.handover,
+                      "reward": state.reward, "handover": state.handover, "files": file_manifest(folder / "model"),
                       "points": [dataclasses.asdict(p) for p in self.points[stage_points_from:]]}
             _write_json(record_path, record)
             self.timings[name] = time.perf_counter() - t - state.eval_seconds
