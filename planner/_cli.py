@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="ptplan: plan post-training compute (CPT / SFT / RL) for biological reasoning models.")
@@ -187,12 +188,38 @@ def report(
     raise typer.Exit(report_command(plan, set_, out, budget, objective, console, err_console))
 
 
+def environment_error(err: BaseException) -> str | None:
+    """One line for an error of the machine rather than of ptplan or the plan (a read-only or full disk,
+    a permission, a storage that went away), naming the path or URL; None for anything else."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError):  # errno set by the OS; polars/pyarrow put theirs in the message
+            where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f)
+            text = err.strerror if err.errno is not None and err.strerror else (str(err).strip().splitlines() or [""])[0]
+            return f"{text}: {where}" if where else text or type(err).__name__
+        if type(err).__name__ in ("OperationalError", "InterfaceError"):  # SQLAlchemy: the database went away
+            from ptplan.studies import mask
+
+            url = getattr(getattr(err, "statement", None), "url", None)
+            detail = str(getattr(err, "orig", None) or err).strip().splitlines()
+            return f"study storage error{f' ({mask(str(url))})' if url else ''}: {detail[0] if detail else ''}"
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - environment errors end in one line, the rest as before
+        line = environment_error(err)
+        if line is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

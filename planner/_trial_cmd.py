@@ -78,6 +78,10 @@ def run_trial_command(plan, overrides, out, resume, console: Console, err_consol
     except ConfigMismatch as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: everything recorded so far is in {out} (result.json says failed, "
+                          f"interrupted); `ptplan trial --resume {out}` continues it", highlight=False, soft_wrap=True)
+        return 130
     except TrialFailed as err:
         if err.result:
             console.print(summary_table(err.result))
