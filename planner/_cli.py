@@ -50,6 +50,8 @@ def tasks(
 
 # -- studies (studies/): run, worker, status, export, init ------------------------------------------
 PlanArg = Annotated[str, typer.Argument(help="plan file or preset name (see `ptplan init --list`)")]
+FormatOpt = Annotated[Optional[str], typer.Option(
+    "--format", help="table | tsv | json (default: table on a terminal, tsv when piped or logged)")]
 SetOpt = Annotated[list[str], typer.Option("--set", help="override a plan field: key.sub=value (study.* too)")]
 
 
@@ -108,12 +110,13 @@ def worker(
 def status(
     plan: PlanArg,
     limit: Annotated[int, typer.Option(help="show the last N trials (0: all)")] = 50,
+    format: FormatOpt = None,
     set_: SetOpt = [],
 ) -> None:
     """Trials (state, allocation, spent, ID, OOD, failure, retries, reuse), Pareto front, compute saved."""
     from ._study_cmd import status_command
 
-    raise typer.Exit(status_command(plan, set_, limit or None, console, err_console))
+    raise typer.Exit(status_command(plan, set_, limit or None, console, err_console, fmt=format))
 
 
 @app.command()
@@ -121,12 +124,16 @@ def export(
     plan: PlanArg,
     format: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
     out: Annotated[Optional[Path], typer.Option(help="output file (default <run folder>/trials.<format>)")] = None,
+    preview: Annotated[int, typer.Option(help="also print the first N rows of the written table")] = 0,
+    preview_format: Annotated[Optional[str], typer.Option(
+        "--preview-format", help="table | tsv | json (default: table on a terminal, tsv when piped)")] = None,
     set_: SetOpt = [],
 ) -> None:
     """Write the trial table, one row per trial (polars)."""
     from ._study_cmd import export_command
 
-    raise typer.Exit(export_command(plan, set_, format, out, console, err_console))
+    raise typer.Exit(export_command(plan, set_, format, out, console, err_console, preview=preview,
+                                    preview_format=preview_format))
 
 
 @app.command()
@@ -152,11 +159,12 @@ def surrogate_eval(
     curves: Annotated[Optional[list[str]], typer.Option(
         help="curve points in one Parquet file (columns stage, compute, id, ood, loss and the trial's key columns "
              "among suite, seed, arm, number), instead of the table's `curves` paths; repeatable")] = None,
+    format: FormatOpt = None,
 ) -> None:
     """Leave-one-trial-out accuracy of the curve and outcome models against the baselines."""
     from ._surrogate_cmd import surrogate_eval as run_eval
 
-    raise typer.Exit(run_eval(table, console, curves or []))
+    raise typer.Exit(run_eval(table, console, curves or [], fmt=format))
 
 
 @app.command()
