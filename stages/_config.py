@@ -179,16 +179,16 @@ class DataConfig:
             _check(not unknown, "files", f"has unknown split(s) {sorted(unknown)}", self.files)
             for split in ("id", "ood"):
                 _check(split in self.files, "files", f"needs the `{split}` split", self.files)
-            from ._scoring import SCORERS
-
-            _check(isinstance(self.scorer, str) and (self.scorer.strip() in SCORERS or ":" in self.scorer),
-                   "scorer", f"must be one of {', '.join(sorted(SCORERS))} or an import path "
-                   "'package.module:function'", self.scorer)
         else:
             from ._tasks import SUITES
 
             _check(self.suite in SUITES, "suite", f"must be one of {', '.join(SUITES)} (or give `data.files`)",
                    self.suite)
+        from ._scoring import SCORERS
+
+        _check(isinstance(self.scorer, str) and (self.scorer.strip() in SCORERS or ":" in self.scorer),
+               "scorer", f"must be one of {', '.join(sorted(SCORERS))} or an import path 'package.module:function'",
+               self.scorer)
 
 
 @dataclass

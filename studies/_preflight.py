@@ -165,7 +165,9 @@ def _check_backbone(config):
     b = config.backbone
     try:
         return load_backbone(b.name, b.path, trust_remote_code=b.trust_remote_code, seed=config.seed)
-    except Exception as err:  # noqa: BLE001 - missing folder, bad hub id, bad config: one line
+    except FileNotFoundError as err:  # names the field and folder itself
+        raise PreflightError("backbone", str(err)) from None
+    except Exception as err:  # noqa: BLE001 - bad hub id, bad config: one line
         field = "backbone.path" if b.path else "backbone.name"
         raise PreflightError("backbone", f"`{field}` {b.path or b.name!r} does not load: "
                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None

@@ -42,6 +42,7 @@ def _ok(proc):
 
 
 # -- 1. no allocation proposed twice ----------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["surrogate", "tpe", "random"])
 def test_no_duplicate_allocations_across_consecutive_and_concurrent_runs(tmp_path, sampler):
     plan = _plan(tmp_path, {"sampler": sampler})
@@ -49,12 +50,12 @@ def test_no_duplicate_allocations_across_consecutive_and_concurrent_runs(tmp_pat
         _ok(run_ptplan("run", plan, "--trials", n, "--skip-preflight"))
     allocations, _ = _allocations(plan)
     assert len(allocations) == 3 and len(set(allocations)) == 3, allocations
-    procs = [spawn_ptplan("run", plan, "--trials", 6, "--skip-preflight") for _ in range(2)]  # two at once
+    procs = [spawn_ptplan("run", plan, "--trials", 5, "--skip-preflight") for _ in range(2)]  # two at once
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     allocations, trials = _allocations(plan)
-    assert sum(t.state.name == "COMPLETE" for t in trials) >= 6
-    assert len(allocations) >= 6 and len(set(allocations)) == len(allocations), allocations
+    assert sum(t.state.name == "COMPLETE" for t in trials) >= 5
+    assert len(allocations) >= 5 and len(set(allocations)) == len(allocations), allocations
 
 
 # -- 2/3. bad data: preflight, recurring failure, --retry-failed --------------------------------------
