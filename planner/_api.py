@@ -51,12 +51,18 @@ def run_trial(plan: "str | Path | Plan | TrialConfig", out: str | Path, *, overr
         store: folder of content-addressed stage checkpoints (default `out/stages`).
         on_point: called with each evaluation point; on_progress with (stage, spent, slice).
     """
+    return trial_runner(trial_config(plan, overrides), out, store=store, on_point=on_point,
+                        on_progress=on_progress).run()
+
+
+def trial_runner(config: "TrialConfig", out: str | Path, **hooks: Any):
+    """A `ptplan.stages.TrialRunner` for `config` with the hand-over policy its plan asks for
+    (`.run()` runs it; `.dest` is where this attempt wrote its record)."""
     from ptplan.stages import TrialRunner
     from ptplan.surrogates import handover_policy_for
 
-    config = trial_config(plan, overrides)
-    return TrialRunner(config, out, store, on_progress=on_progress, on_point=on_point,
-                       handover_policy=handover_policy_for(config)).run()
+    store = hooks.pop("store", None)
+    return TrialRunner(config, out, store, handover_policy=handover_policy_for(config), **hooks)
 
 
 class Study:

@@ -123,6 +123,12 @@ def load_backbone(name: str | None = None, path: str | None = None, *, trust_rem
     if path is not None:
         from transformers import AutoModelForCausalLM
 
+        local = Path(path).expanduser()
+        if not local.exists() and (local.is_absolute() or str(path).startswith((".", "~")) or str(path).count("/") > 1):
+            raise FileNotFoundError(f"`backbone.path`: the folder {str(local)!r} does not exist (give a local model "
+                                    "folder, or a Hugging Face hub id such as 'org/name')")
+        path = str(local) if local.exists() else path
+
         tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, compare=True)
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=dtype)
         return model, tokenizer

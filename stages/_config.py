@@ -228,7 +228,11 @@ class DataConfig:
         else:
             _check(self.suite is not None, "suite", f"must be one of {', '.join(typing.get_args(Suite))} "
                    "(or give `data.files`)", self.suite)
-            check_choices(self)
+        from ._scoring import SCORERS
+
+        _check(isinstance(self.scorer, str) and (self.scorer.strip() in SCORERS or ":" in self.scorer),
+               "scorer", f"must be one of {', '.join(sorted(SCORERS))} or an import path 'package.module:function'",
+               self.scorer)
 
 
 @dataclass

@@ -116,6 +116,53 @@ def _stage_lock(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def file_manifest(folder: Path) -> dict[str, dict]:
+    """Size and SHA-256 of every file under a saved checkpoint (relative path -> {size, sha256})."""
+    return {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": _file_digest(str(f))}
+            for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def verify_checkpoint(folder: Path, manifest: dict | None) -> str | None:
+    """None if every file of `manifest` is there with its size and checksum, else what is wrong."""
+    if manifest is None:
+        return None  # recorded before checksums: loading it is the check
+    for rel, want in sorted(manifest.items()):
+        f = folder / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        size = f.stat().st_size
+        if size != want["size"]:
+            return f"{rel} has {size} bytes, recorded {want['size']}"
+        if _file_digest(str(f)) != want["sha256"]:
+            return f"{rel} does not match its recorded SHA-256"
+    return None
+
+
+def quarantine(folder: Path) -> Path:
+    """Move a damaged stage's files (not its lock) to `<store>/quarantine/<stage folder>-<time>/`."""
+    aside = folder.parent / "quarantine" / f"{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    aside.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if item.name != ".lock":
+            os.replace(item, aside / item.name)
+    return aside
+
+
+def attempt_folder(out: Path) -> Path:
+    """Where a run of the trial in `out` writes its result: `out` itself, unless `out` already holds a
+    complete result, which is never overwritten; then a new `out/attempts/<k>/`."""
+    try:
+        done = json.loads((out / "result.json").read_text()).get("status") == "complete"
+    except (OSError, ValueError):
+        done = False
+    if not done:
+        return out
+    attempts = out / "attempts"
+    k = 1 + max((int(p.name) for p in attempts.glob("*") if p.name.isdigit()), default=0)
+    (attempts / str(k)).mkdir(parents=True, exist_ok=True)
+    return attempts / str(k)
+
+
 def _quiet_libraries() -> None:
     """ptplan shows its own progress; silence library progress bars and deprecation chatter."""
     import warnings
@@ -154,6 +201,7 @@ class TrialRunner:
         self.stage_records: dict[str, dict] = {}
         self.handover: dict = {}
         self.handle: logging.Handler | None = None
+        self.dest = self.out  # where result.json and curves.parquet go (an attempt folder if already complete)
 
     # -- files -------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -174,7 +222,7 @@ class TrialRunner:
         path.write_text(yaml.safe_dump(new, sort_keys=False))
 
     def _write_outputs(self, status: str, failure: dict | None, started: float) -> TrialResult:
-        write_curves(self.points, self.out / CURVES_FILE)
+        write_curves(self.points, self.dest / CURVES_FILE)
         final = self.points[-1] if self.points else None
         self.timings["total"] = time.perf_counter() - started
         result: TrialResult = {
@@ -189,7 +237,7 @@ class TrialRunner:
             "timings": self.timings, "parameters": getattr(self, "n_params", None),
             "curves": CURVES_FILE,
         }
-        _write_json(self.out / RESULT_FILE, result)
+        _write_json(self.dest / RESULT_FILE, result)
         return result
 
     def _ood_peak(self) -> dict | None:
@@ -234,6 +282,10 @@ class TrialRunner:
         for name in ("ptplan", "transformers", "trl"):
             logging.getLogger(name).addHandler(self.handle)
         logging.getLogger("ptplan").setLevel(logging.INFO)
+        self.dest = attempt_folder(self.out)
+        if self.dest != self.out:
+            log.info("trial already complete: its result.json and curves.parquet stay as they are; this attempt "
+                     "writes to %s", self.dest)
         try:
             self._run()
         except BaseException as err:
@@ -292,11 +344,12 @@ class TrialRunner:
         self._evaluate("start", model, tokenizer, 0, Spend())
         self.timings["eval_start"] = time.perf_counter() - t
         key = base_key(cfg)
-        pre_sft = None
+        pre_sft = None  # cold-start RL: (checkpoint folder of the stage before SFT or None = backbone, its key)
+        previous: Path | None = None
         for name in enabled:
             ctx = contexts[name]
-            if name == "sft" and cfg.allocation.shares["rl"] > 0 and cfg.allocation.rl.start == "cold":
-                pre_sft = (copy.deepcopy(model).cpu(), key)
+            if name == "sft":
+                pre_sft = (previous, key)
             if name == "sft" and "rl" in contexts and cfg.allocation.rl.handover == "predicted-peak":
                 if self.handover_policy is None:
                     raise ConfigError("allocation.rl.handover", "is 'predicted-peak' but no hand-over policy was "
@@ -306,7 +359,10 @@ class TrialRunner:
                 ctx.slice += self.handover["moved_to_rl"]
                 self.ledger.stages["rl"].slice = ctx.slice
             if name == "rl" and cfg.allocation.rl.start == "cold" and pre_sft is not None:
-                model, key = pre_sft[0].to(next(model.parameters()).device), pre_sft[1]
+                # Reloaded from disk, never copied: a trained model's `forward` is bound to that object,
+                # so a deepcopy would still run (and train) the SFT model.
+                model, tokenizer = self._reload(pre_sft[0], use_cuda)
+                key = pre_sft[1]
             key = stage_key(cfg, name, ctx.slice, key)
             folder = self.store / f"{name}-{key}"
             with _stage_lock(folder):
@@ -315,6 +371,19 @@ class TrialRunner:
                 self._record_handover(ctx)
             self.stage_info[name] = {"key": key, "checkpoint": str(folder / "model"),
                                      "reused": self.ledger.stages[name].reused}
+            previous = folder / "model"
+
+    def _reload(self, checkpoint: Path | None, use_cuda: bool):
+        """A stage's saved checkpoint (or the untouched backbone for None), loaded fresh from disk."""
+        from ._backbones import load_backbone, load_checkpoint
+
+        cfg = self.config
+        if checkpoint is None:
+            model, tokenizer = load_backbone(cfg.backbone.name, cfg.backbone.path,
+                                             trust_remote_code=cfg.backbone.trust_remote_code, seed=cfg.seed)
+        else:
+            model, tokenizer = load_checkpoint(checkpoint)
+        return (model.to("cuda") if use_cuda else model), tokenizer
 
     def _check_memory(self, model, ctx) -> None:
         """Refuse a stage whose estimated memory exceeds the GPU's, before any training."""
@@ -357,16 +426,25 @@ class TrialRunner:
 
     def _stage(self, name, ctx, folder: Path, model, tokenizer, use_cuda: bool):
         """Reuse the stage at `folder` if recorded, else train it; then take its final point."""
-        from ._backbones import load_checkpoint, save_checkpoint
+        from ._backbones import save_checkpoint
         from ._stages import STAGE_TYPES
 
         record_path = folder / "record.json"
         record = json.loads(record_path.read_text()) if record_path.exists() else None
         t = time.perf_counter()
         if record is not None:
-            model, tokenizer = load_checkpoint(folder / "model")
-            if use_cuda:
-                model = model.to("cuda")
+            damage = verify_checkpoint(folder / "model", record.get("files"))
+            if damage is None:
+                try:
+                    model, tokenizer = self._reload(folder / "model", use_cuda)
+                except Exception as err:  # noqa: BLE001 - an old record without checksums, unreadable weights
+                    damage = f"it does not load ({type(err).__name__}: {str(err)[:200]})"
+            if damage is not None:
+                aside = quarantine(folder)
+                log.warning("stage %s: checkpoint %s is damaged (%s); moved to %s, training the stage again",
+                            name, folder, damage, aside)
+                record = None
+        if record is not None:
             self.ledger.stages[name].spent = Spend(**record["spent"])
             self.ledger.stages[name].reused = True
             reused = [CurvePoint(**p) for p in record["points"]]
@@ -387,17 +465,22 @@ class TrialRunner:
             model, state = STAGE_TYPES[name]().run(model, tokenizer, ctx)
             self.ledger.stages[name].spent = state.spent
             save_checkpoint(model, tokenizer, folder / "model")
+            # Every hand-off goes through disk: the final point and the next stage see exactly the saved
+            # checkpoint, not a trainer-wrapped object (whose `forward` and reference model hang on it).
+            del model
+            model, tokenizer = self._reload(folder / "model", use_cuda)
             record = {"status": "trained", "spent": dataclasses.asdict(state.spent), "loss": state.loss,
-                      "reward": state.reward, "handover": state.handover,
+                      "reward": state.reward, "handover": state.handover, "files": file_manifest(folder / "model"),
                       "points": [dataclasses.asdict(p) for p in self.points[stage_points_from:]]}
             _write_json(record_path, record)
             self.timings[name] = time.perf_counter() - t - state.eval_seconds
         if record["status"] == "trained":  # final point, taken after the checkpoint is safe
             spent = self.ledger.stages[name].spent
-            if not (record["points"] and record["points"][-1]["step"] == spent.steps):  # e.g. a hand-over
-                point = self._evaluate(name, model, tokenizer, spent.steps, spent, record.get("loss"),
-                                       record.get("reward"))
-                record["points"].append(dataclasses.asdict(point))
+            if record["points"] and record["points"][-1]["step"] == spent.steps:  # e.g. a hand-over: the
+                record["points"].pop()  # point was taken on the live model; take it again on the checkpoint
+                del self.points[max(i for i, p in enumerate(self.points) if p.stage == name)]
+            point = self._evaluate(name, model, tokenizer, spent.steps, spent, record.get("loss"), record.get("reward"))
+            record["points"].append(dataclasses.asdict(point))
             record["status"] = "done"
             _write_json(record_path, record)
         self.stage_records[name] = record

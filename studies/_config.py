@@ -244,17 +244,33 @@ class Plan:
     def directions(self) -> list[str]:
         return ["maximize", "maximize"] if self.study.objective.kind == "multi" else ["maximize"]
 
-    def identity(self) -> dict:
+    def identity(self, legacy: bool = False) -> dict:
+        """What makes trials comparable. User data files count by split, not by path: their content is
+        checked separately (`data_digests`), so a corrected copy elsewhere is the same study."""
         trial = self.trial.to_dict()
         for key in MACHINE_FIELDS:
             trial.pop(key, None)
+        if not legacy and trial.get("data", {}).get("files"):
+            trial["data"]["files"] = sorted(trial["data"]["files"])
         obj = self.study.objective
         objective = {"kind": obj.kind} if obj.kind == "multi" else {"kind": obj.kind, "ood_weight": obj.ood_weight}
         return json.loads(json.dumps({"trial": trial, "search": self.space.to_dict(), "grid": self.grid,
                                       "objective": objective}, default=str))
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, legacy: bool = False) -> str:
+        return hashlib.sha256(json.dumps(self.identity(legacy), sort_keys=True).encode()).hexdigest()[:16]
+
+    def data_digests(self) -> dict[str, str]:
+        """SHA-256 of each user data file (split -> digest); {} for a built-in suite. Unreadable: ''."""
+        from ptplan.stages._trial import _file_digest
+
+        out = {}
+        for split, path in sorted((self.trial.data.files or {}).items()):
+            try:
+                out[split] = _file_digest(path)
+            except OSError:
+                out[split] = ""
+        return out
 
     def resolved(self, storage_url: str) -> dict:
         """The plan as workers read it: overrides applied, run folder and storage made explicit."""

@@ -59,10 +59,28 @@ def test_shared_sft_stages_are_left_out_together_and_flat_curves_skipped():
 
 def test_surrogate_eval_prints_tables(table_file):
     console = Console(record=True, width=220)
-    assert surrogate_eval(str(table_file), console) == 0
+    assert surrogate_eval(str(table_file), console, fmt="table") == 0
     text = console.export_text()
     assert "leave one trial out" in text and "curve-model" in text and "power-law" in text
     assert "outcome-model" in text and "Spearman" in text and "8 scored" in text
+
+
+@pytest.mark.parametrize("fmt", [None, "tsv", "json"])
+def test_surrogate_eval_prints_tsv_when_not_a_terminal_or_json(table_file, fmt):
+    import io
+    import json
+
+    buffer = io.StringIO()
+    assert surrogate_eval(str(table_file), Console(file=buffer, width=40), fmt=fmt) == 0
+    text = buffer.getvalue()
+    if fmt == "json":
+        data = json.loads(text)
+        assert {r["model"] for r in data["curve"]} >= {"curve-model", "power-law"}
+        assert data["outcome"][0]["model"] == "outcome-model" and data["counts"]["evaluated"] == 8
+        return
+    header = "model\tobserved\tcurves\tMAE\tmedian AE\tcoverage\tvalue MAE\tvalue cov.\tbehind Brier\tvs best baseline\ttargets"
+    assert header in text.splitlines() and "…" not in text
+    assert "model\ttarget\ttrials\tSpearman\tMAE\tcoverage\ttarget met" in text.splitlines()
 
 
 def test_surrogate_eval_reads_csv_and_refuses_bad_input(table_file, tmp_path):
@@ -93,7 +111,7 @@ def test_surrogate_eval_reads_curves_from_a_points_file(table_file, tmp_path):
     no_paths = tmp_path / "table.parquet"
     table.drop("curves").write_parquet(no_paths)
     console = Console(record=True, width=220)
-    assert surrogate_eval(str(no_paths), console, [str(points_file)]) == 0
+    assert surrogate_eval(str(no_paths), console, [str(points_file)], fmt="table") == 0
     assert "8 scored" in console.export_text()
     pl.DataFrame({"stage": ["sft"]}).write_parquet(tmp_path / "bad.parquet")
     console = Console(record=True, width=220)
