@@ -168,9 +168,8 @@ def test_handover_point_is_taken_on_the_checkpoint(tiny_config, tmp_path, monkey
     """A hand-over ends SFT right after an intermediate evaluation; its last point is re-taken on the
     saved checkpoint, and RL receives that checkpoint."""
     cfg = tiny_config(**_merge(MICRO, {"allocation": {"rl": {"handover": "predicted-peak"}}}))
-    monkeypatch.setattr(trial_mod.TrialRunner, "_peak_policy", lambda self, ctx: lambda state: "hand over (test)")
     spy = _Spy(monkeypatch)
-    result = run_trial(cfg, tmp_path)
+    result = run_trial(cfg, tmp_path, handover_policy=lambda curve, points: "hand over (test)")
     assert result["handover"]["switched"] and result["handover"]["reason"] == "hand over (test)"
     assert result["handover"]["at_fraction"] < 1.0
     _check_invariants(cfg, tmp_path, spy)
