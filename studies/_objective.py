@@ -23,7 +23,7 @@ HOST = socket.gethostname()
 LEASE_ATTR = "lease"
 FAILURE_ATTR = "failure"
 RECORD_ATTRS = ("allocation", "ledger", "final", "ood_peak", "curves", "compute_saved", "timings", "wall_seconds",
-                "checkpoints")
+                "checkpoints", "resources")
 
 
 def worker_name() -> str:
@@ -125,6 +125,7 @@ class TrialObjective:
         from ptplan.stages import TrialFailed
 
         out: Path | None = None
+        started: float | None = None
         try:
             values = self.plan.space.suggest(trial)
             number = trial.number
@@ -152,14 +153,16 @@ class TrialObjective:
             pruned = isinstance(err.__cause__, optuna.TrialPruned)
             reason = "pruned" if pruned else err.reason
             self._record(trial, err.result, out)
+            self._account(trial, started, (err.result or {}).get("timings"))
             trial.set_user_attr(FAILURE_ATTR, {"reason": reason, "message": err.message[-2000:]})
             self.echo(f"trial {trial.number} {'pruned' if pruned else 'failed'} ({reason}): {err.message[:300]}")
             if pruned:
                 raise optuna.TrialPruned(err.message) from None
             raise
         except KeyboardInterrupt:
-            self._mark(trial, "interrupted", "stopped by Ctrl-C / SIGINT / SIGTERM")
+            self._mark(trial, "interrupted", "stopped by Ctrl-C / SIGINT / SIGTERM / SIGUSR1")
             self._record_from_disk(trial, out)
+            self._account(trial, started, None)
             raise
         except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
             raise
@@ -171,6 +174,7 @@ class TrialObjective:
         final = result["final"]
         wall = time.perf_counter() - started
         trial.set_user_attr("wall_seconds", wall)
+        self._account(trial, started, result.get("timings"))
         self.echo(f"trial {number} complete in {wall:.0f} s: ID {final['id']:.3f}  OOD {final['ood']:.3f}"
                   + (f"  (reused {', '.join(self._reused(result))})" if self._reused(result) else ""))
         return self.values(final)
@@ -184,6 +188,19 @@ class TrialObjective:
     @staticmethod
     def _reused(result: dict) -> list[str]:
         return [s for s, st in result["ledger"]["stages"].items() if st.get("reused")]
+
+    def _account(self, trial, started: float | None, timings: dict | None) -> None:
+        """The trial's wall time, devices and device-hours (`resources` user attr), best effort."""
+        from ._accounting import RESOURCES_ATTR, resources_record, trial_devices
+
+        if started is None:
+            return
+        try:
+            gpus = (self.plan.data.get("resources") or {}).get("gpus_per_trial", 0) or 0
+            kind, n = trial_devices(self.plan.trial.device, int(gpus))
+            trial.set_user_attr(RESOURCES_ATTR, resources_record(time.perf_counter() - started, timings, kind, n))
+        except Exception:  # noqa: BLE001 - accounting never fails a trial
+            pass
 
     @staticmethod
     def _mark(trial, reason: str, message: str) -> None:
