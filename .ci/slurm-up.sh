@@ -2,7 +2,7 @@
 # A single-node SLURM on the loopback for the cluster tests (`pytest -m slurm`): munge + slurmctld +
 # slurmd from Debian's slurm-wlm, configuration and state under $PTPLAN_SLURM_DIR (default
 # /tmp/ptplan-slurm), nothing written to /etc/slurm. Idempotent: a running node is left as is.
-# Source it (`. .ci/slurm-up.sh`) to get SLURM_CONF exported; stop with .ci/slurm-down.sh.
+# Clients need SLURM_CONF=$PTPLAN_SLURM_DIR/slurm.conf; stop the daemons with .ci/slurm-down.sh.
 set -euo pipefail
 
 SLURM_DIR=${PTPLAN_SLURM_DIR:-/tmp/ptplan-slurm}
@@ -59,11 +59,11 @@ alive "$SLURM_DIR/slurmctld.pid" || slurmctld
 alive "$SLURM_DIR/slurmd.pid" || slurmd
 
 for _ in $(seq 1 60); do
-  state=$(sinfo -h -N -o %T 2>/dev/null | head -1)
-  [ "$state" = idle ] || [ "$state" = mixed ] || [ "$state" = allocated ] && break
+  state=$(sinfo -h -N -o %t 2>/dev/null | head -1)  # idle* while slurmd has not registered
+  [ "$state" = idle ] || [ "$state" = mix ] || [ "$state" = alloc ] && break
   sleep 0.5
 done
 case "$state" in
-  idle|mixed|allocated) echo "SLURM node $host $state (SLURM_CONF=$SLURM_CONF)";;
+  idle|mix|alloc) echo "SLURM node $host $state (SLURM_CONF=$SLURM_CONF)";;
   *) echo "SLURM node $host did not come up (state '${state:-none}'); logs in $SLURM_DIR/log" >&2; exit 1;;
 esac
