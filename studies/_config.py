@@ -117,6 +117,19 @@ class StudyConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """What one trial asks of a cluster node (`resources:`; read by `ptplan submit` and the accounting)."""
+
+    gpus_per_trial: int = 0
+
+    def __post_init__(self):
+        _check(_int(self.gpus_per_trial) and self.gpus_per_trial >= 0, "gpus_per_trial", "must be an integer >= 0",
+               self.gpus_per_trial)
+        _check(self.gpus_per_trial <= 1, "gpus_per_trial", "must be 0 or 1: a trial runs in one process on one "
+               "device (multi-GPU trials under `accelerate launch` are not built yet)", self.gpus_per_trial)
+
+
+@dataclass
 class StudyPlan:
     """A resolved plan: the study settings, the fixed trial config and the search space."""
 
@@ -125,20 +138,22 @@ class StudyPlan:
     study: StudyConfig
     trial: TrialConfig
     space: SearchSpace
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     @classmethod
     def from_mapping(cls, data: dict, overrides: list[str] | tuple = (), source: str = "<plan>") -> "StudyPlan":
         data = apply_overrides(data, list(overrides))
         raw = data.get("study")
         study = from_dict(StudyConfig, raw if raw is not None else {}, "study")
-        base = {k: v for k, v in data.items() if k != "study"}
+        resources = from_dict(ResourcesConfig, data.get("resources") or {}, "resources")
+        base = {k: v for k, v in data.items() if k not in ("study", "resources")}
         trial = TrialConfig.from_dict(copy.deepcopy(base))
         search = study.search if study.search is not None else default_search(base)
         if not search:
             raise ConfigError("study.search", "is empty and the plan gives no stage shares to search; "
                               "name the fields to search, e.g. `allocation.sft.rank: {choices: [16, 64]}`")
         space = SearchSpace.parse(search, base, grid=study.sampler == "grid")
-        return cls(data, source, study, trial, space)
+        return cls(data, source, study, trial, space, resources)
 
     # -- derived settings ----------------------------------------------------------------------
     @property

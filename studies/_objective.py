@@ -196,8 +196,7 @@ class TrialObjective:
         if started is None:
             return
         try:
-            gpus = (self.plan.data.get("resources") or {}).get("gpus_per_trial", 0) or 0
-            kind, n = trial_devices(self.plan.trial.device, int(gpus))
+            kind, n = trial_devices(self.plan.trial.device, self.plan.resources.gpus_per_trial)
             trial.set_user_attr(RESOURCES_ATTR, resources_record(time.perf_counter() - started, timings, kind, n))
         except Exception:  # noqa: BLE001 - accounting never fails a trial
             pass

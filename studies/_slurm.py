@@ -44,7 +44,7 @@ class SubmitOptions:
 
     workers: int = 2
     parallel: int | None = None
-    gpus_per_trial: int | None = None  # None: the plan's `resources.gpus_per_trial`, else 0
+    gpus_per_trial: int | None = None  # None: the plan's `resources.gpus_per_trial`
     cpus_per_task: int = 1
     partition: str | None = None
     time: str | None = None
@@ -64,6 +64,9 @@ class SubmitOptions:
              "must be an integer >= 1", self.parallel)
         need(self.gpus_per_trial is None or (isinstance(self.gpus_per_trial, int) and self.gpus_per_trial >= 0),
              "--gpus-per-trial", "must be an integer >= 0", self.gpus_per_trial)
+        need(self.gpus_per_trial is None or self.gpus_per_trial <= 1, "--gpus-per-trial", "must be 0 or 1: a trial "
+             "runs in one process on one device (multi-GPU trials under `accelerate launch` are not built yet)",
+             self.gpus_per_trial)
         need(isinstance(self.cpus_per_task, int) and self.cpus_per_task >= 1, "--cpus-per-task",
              "must be an integer >= 1", self.cpus_per_task)
         need(self.time is None or bool(_TIME.match(self.time)), "--time",
@@ -177,10 +180,7 @@ def submit_preflight(plan: "StudyPlan", echo: Callable[[str], None]) -> None:
 
 # -- the script -----------------------------------------------------------------------------------
 def gpus_per_trial(plan: "StudyPlan", opts: SubmitOptions) -> int:
-    if opts.gpus_per_trial is not None:
-        return opts.gpus_per_trial
-    resources = plan.data.get("resources") or {}
-    return int(resources.get("gpus_per_trial", 0) or 0) if isinstance(resources, dict) else 0
+    return plan.resources.gpus_per_trial if opts.gpus_per_trial is None else opts.gpus_per_trial
 
 
 def render_script(plan: "StudyPlan", plan_file: Path, target: int, opts: SubmitOptions,

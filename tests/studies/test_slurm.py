@@ -39,11 +39,11 @@ def _plan(micro_plan, tmp_path, **study):
 # -- without a scheduler -----------------------------------------------------------------------------
 def test_script_is_one_requeueable_array_of_workers(micro_plan, tmp_path):
     _, sp = _plan(micro_plan, tmp_path)
-    opts = SubmitOptions(workers=3, parallel=2, gpus_per_trial=2, partition="gpu", time="4:00:00", account="lab",
+    opts = SubmitOptions(workers=3, parallel=2, gpus_per_trial=1, partition="gpu", time="4:00:00", account="lab",
                          sbatch_args=["--qos=high"], warn_seconds=300)
     script = render_script(sp, sp.run_dir / "plan.yaml", 8, opts)
     for line in ("#SBATCH --array=0-2%2", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@300",
-                 "#SBATCH --gpus-per-task=2", "#SBATCH --partition=gpu", "#SBATCH --time=4:00:00",
+                 "#SBATCH --gpus-per-task=1", "#SBATCH --partition=gpu", "#SBATCH --time=4:00:00",
                  "#SBATCH --account=lab", "#SBATCH --qos=high", f"#SBATCH --output={sp.run_dir}/slurm/%A_%a.out"):
         assert line in script.splitlines(), line
     worker = next(line for line in script.splitlines() if " -m ptplan._cli worker " in line)
@@ -58,6 +58,7 @@ def test_script_is_one_requeueable_array_of_workers(micro_plan, tmp_path):
     ({"workers": 0}, "--workers must be an integer >= 1, got 0"),
     ({"parallel": 0}, "--parallel must be an integer >= 1, got 0"),
     ({"gpus_per_trial": -1}, "--gpus-per-trial must be an integer >= 0, got -1"),
+    ({"gpus_per_trial": 2}, "--gpus-per-trial must be 0 or 1: a trial runs in one process"),
     ({"time": "4h"}, "--time must be a SLURM time limit"),
     ({"partition": "a b"}, "--partition must be a SLURM name"),
     ({"sbatch_args": ["qos=high"]}, "--sbatch-arg must be one sbatch option"),
@@ -82,6 +83,19 @@ def test_storage_compute_nodes_cannot_share_is_refused(micro_plan, tmp_path):
     if shared_reason(sp.run_dir, []) is None:
         with pytest.raises(StudyError, match=r"run folder .* not known to be shared"):
             check_cluster_storage(sp, [str(tmp_path / "shared")])
+
+
+def test_plan_resources_set_the_gpus_of_a_task(micro_plan, tmp_path):
+    from ptplan.stages._config import ConfigError
+
+    _, sp = _plan(micro_plan, tmp_path)
+    sp_gpu = sp.from_mapping({**sp.data, "resources": {"gpus_per_trial": 1}})
+    assert "#SBATCH --gpus-per-task=1" in render_script(sp_gpu, sp.run_dir / "plan.yaml", 4, SubmitOptions())
+    assert sp_gpu.fingerprint() == sp.fingerprint()  # where a trial runs is not what it is
+    with pytest.raises(ConfigError, match=r"`resources.gpus_per_trial` must be 0 or 1"):
+        sp.from_mapping({**sp.data, "resources": {"gpus_per_trial": 4}})
+    with pytest.raises(ConfigError, match=r"`resources.gpu` "):
+        sp.from_mapping({**sp.data, "resources": {"gpu": 1}})
 
 
 def test_submit_cli_dry_run_and_refusals(micro_plan, tmp_path):
