@@ -232,10 +232,14 @@ def render_script(plan: "StudyPlan", plan_file: Path, target: int, opts: SubmitO
     return "\n".join(lines)
 
 
-def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
-    if shutil.which(argv[0]) is None:
-        raise StudyError(f"`{argv[0]}` is not on PATH: run `ptplan submit --slurm` on a SLURM login node "
+def _require(tool: str) -> None:
+    if shutil.which(tool) is None:
+        raise StudyError(f"`{tool}` is not on PATH: run `ptplan submit --slurm` on a SLURM login node "
                          "(or use --dry-run to see the script)")
+
+
+def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    _require(argv[0])
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
@@ -262,7 +266,7 @@ def _record(plan: "StudyPlan", sub: Submission) -> None:
 
 
 def submit(plan: "StudyPlan", trials: int | None, opts: SubmitOptions, echo: Callable[[str], None],
-           dry_run: bool = False) -> Submission:
+           dry_run: bool = False) -> Submission | None:
     """`ptplan submit --slurm`: check storage, preflight, create the study, write and sbatch the array."""
     from ._worker import open_session, recover, write_resolved_plan
 
@@ -279,13 +283,17 @@ def submit(plan: "StudyPlan", trials: int | None, opts: SubmitOptions, echo: Cal
         echo("would run: " + " ".join(shlex.quote(a) for a in command) + " (dry run: nothing written or submitted)")
         return Submission(None, str(script_path), command, opts.workers, min(opts.parallel or opts.workers,
                                                                            opts.workers), target, time.time(), url)
-    if shutil.which("sbatch") is None:
-        _run(["sbatch"])  # raises the clear message
+    _require("sbatch")
     submit_preflight(plan, echo)
     session = open_session(plan, jobs=2, index=0)
     echo(f"study {plan.name!r} in {mask(url)} ({'created' if session.created else 'resumed'}); run folder "
          f"{plan.run_dir}")
     recover(session.admin, plan.study.retries, echo)
+    done = sum(1 for t in session.admin.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+    if done >= target and not plan.grid:
+        echo(f"the study already has {done} COMPLETE trials (target {target}): nothing submitted; ask for more "
+             "with --trials")
+        return None
     plan_file = write_resolved_plan(plan, url)
     logs.mkdir(parents=True, exist_ok=True)
     script_path = logs / f"submit-{stamp}.sh"
