@@ -39,7 +39,7 @@ def cancel_command(plan: str, overrides: list[str], console: Console, err_consol
 
 
 def _hours(h: float) -> str:
-    return f"{h:.3g}" if h >= 0.01 else f"{h * 3600:.0f} s"
+    return f"{h:.3g} h"
 
 
 def print_cluster(console: Console, study, sp) -> None:

@@ -43,6 +43,29 @@ def resources_record(wall_seconds: float, timings: dict | None, kind: str, devic
             "host": socket.gethostname(), "slurm_task": os.environ.get("PTPLAN_SLURM_TASK")}
 
 
+COST_COLUMNS = ("device", "devices", "wall_seconds", "device_hours", *(f"device_hours_{s}" for s in (*STAGES, "other")))
+
+
+def cost_columns(resources: dict | None) -> dict:
+    """A trial's `resources` record as flat trial-table columns (None where it has none)."""
+    r = resources if isinstance(resources, dict) else {}
+    stages = r.get("stage_device_hours") or {}
+    out = {k: r.get(k) for k in COST_COLUMNS[:4]}
+    out.update({f"device_hours_{s}": stages.get(s) for s in (*STAGES, "other")})
+    return out
+
+
+def table_cost(rows: list[dict]) -> str | None:
+    """One line on what the trials of a table cost in device-hours (None: nothing recorded)."""
+    rows = [r for r in rows if r.get("device_hours") is not None]
+    if not rows:
+        return None
+    total = sum(r["device_hours"] for r in rows)
+    stages = ", ".join(f"{s} {sum(r.get(f'device_hours_{s}') or 0.0 for r in rows):.3g}" for s in (*STAGES, "other"))
+    devices = ", ".join(sorted({f"{r.get('device')} x{r.get('devices')}" for r in rows}))
+    return f"cost: {total:.3g} device-hours over {len(rows)} trials ({devices}); per stage: {stages}"
+
+
 def study_cost(trials: Iterable) -> dict:
     """Device-hours of a study's trials: total, per stage, per trial state, and the devices seen."""
     total, per_stage, per_state, devices, n = 0.0, {}, {}, set(), 0

@@ -162,7 +162,7 @@ class TrialObjective:
         except KeyboardInterrupt:
             self._mark(trial, "interrupted", "stopped by Ctrl-C / SIGINT / SIGTERM / SIGUSR1")
             self._record_from_disk(trial, out)
-            self._account(trial, started, None)
+            self._account(trial, started, self._timings(trial))
             raise
         except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
             raise
@@ -188,6 +188,13 @@ class TrialObjective:
     @staticmethod
     def _reused(result: dict) -> list[str]:
         return [s for s, st in result["ledger"]["stages"].items() if st.get("reused")]
+
+    @staticmethod
+    def _timings(trial) -> dict | None:
+        try:
+            return trial.user_attrs.get("timings")
+        except Exception:  # noqa: BLE001
+            return None
 
     def _account(self, trial, started: float | None, timings: dict | None) -> None:
         """The trial's wall time, devices and device-hours (`resources` user attr), best effort."""

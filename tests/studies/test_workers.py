@@ -342,3 +342,8 @@ def test_trials_record_wall_time_devices_and_device_hours(tmp_path):
     assert cost["trials"] == len(trials) == 3 and cost["devices"] == ["cpu x1"]
     assert cost["device_hours"] == pytest.approx(sum(t.user_attrs["resources"]["device_hours"] for t in trials))
     assert set(cost["states"]) == {"COMPLETE", "FAIL"}
+    from ptplan.studies import study_table
+
+    rows = study_table(session.admin, sp).rows
+    assert [r["device_hours"] for r in rows] == [t.user_attrs["resources"]["device_hours"] for t in trials]
+    assert all(r["device"] == "cpu" and r["devices"] == 1 and r["device_hours_other"] > 0 for r in rows)
