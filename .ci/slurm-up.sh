@@ -18,7 +18,7 @@ mkdir -p "$SLURM_DIR"/{state,spool,log}
 export SLURM_CONF="$SLURM_DIR/slurm.conf"
 cat > "$SLURM_CONF.new" <<CONF
 ClusterName=ptplan-ci
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 ProctrackType=proctrack/linuxproc
@@ -40,7 +40,7 @@ MpiDefault=none
 KillWait=10
 MinJobAge=300
 SchedulerType=sched/backfill
-NodeName=$host CPUs=$CPUS RealMemory=20000 State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=20000 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 mv "$SLURM_CONF.new" "$SLURM_CONF"
