@@ -200,9 +200,10 @@ def test_requeued_and_cancelled_tasks_lose_nothing(micro_plan, tmp_path):
     subprocess.run(["scontrol", "requeue", f"{job}_0"], check=True)
     cancelled = _wait("task 1 mid-trial", lambda: _running_trial(tmp_path, job, 1, stage=("cpt", "sft")))
     subprocess.run(["scancel", f"{job}_1"], check=True)
-    # SLURM holds a requeued task back for ~2 min (BeginTime); let it start now.
+    # SLURM holds a requeued task back for ~2 min (BeginTime); let it start in 3 s (not at once: a restart
+    # in the second of the kill is refused, "Job credential revoked").
     _wait("task 0 to be pending again", lambda: f"{job}_0 PENDING" in _squeue(job), timeout=60)
-    subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now+3"], check=True)
     _wait("the array to finish", lambda: _squeue(job).strip() == "", timeout=300)
     trials, complete = _complete_and_files(plan, 3)
     by_number = {t.number: t for t in trials}
@@ -228,7 +229,7 @@ def test_time_limit_warning_stops_the_trial_and_requeues_the_task(micro_plan, tm
     # What `--signal=B:USR1@SECS` does before the time limit: USR1 to the batch shell.
     subprocess.run(["scancel", "--batch", "--signal=USR1", f"{job}_0"], check=True)
     _wait("the task to requeue itself", lambda: f"{job}_0 PENDING" in _squeue(job), timeout=60)
-    subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now+3"], check=True)
     _wait("the array to finish", lambda: _squeue(job).strip() == "", timeout=300)
     trials, complete = _complete_and_files(plan, 1)
     first = next(t for t in trials if t.number == warned)
