@@ -237,3 +237,20 @@ def test_time_limit_warning_stops_the_trial_and_requeues_the_task(micro_plan, tm
     assert [t.params for t in trials if retry_history(t) == [warned]] == [first.params]
     log = (tmp_path / "run" / "slurm" / f"{job}_0.out").read_text()
     assert "time-limit warning (USR1)" in log and "requeueing task" in log and "(restart 1)" in log
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_cancel_cancels_the_pending_array(micro_plan, tmp_path):
+    plan = micro_plan({"sampler": "random", "trials": 2})
+    job = _submit(plan, tmp_path, "--workers", "2", "--sbatch-arg=--begin=now+600")  # held: nothing trains
+    assert "PENDING" in _squeue(job)
+    r = run_ptplan("status", plan, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "tasks: 1 PENDING" in r.stdout and re.search(rf"│ {job}\s+│ 0-1%2\s+│ PENDING", r.stdout), r.stdout
+    r = run_ptplan("cancel", plan, cwd=tmp_path)
+    assert r.returncode == 0 and f"cancelled job array {job}" in r.stdout, r.stdout + r.stderr
+    _wait("the array to be gone", lambda: _squeue(job).strip() == "", timeout=30)
+    r = run_ptplan("status", plan, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "CANCELLED" in r.stdout and "PENDING" not in r.stdout
+    r = run_ptplan("cancel", plan, cwd=tmp_path)
+    assert r.returncode == 0 and "nothing to cancel" in r.stdout
