@@ -98,12 +98,58 @@ def worker(
     plan: PlanArg,
     trials: Annotated[Optional[int], typer.Option(help="stop when this many trials are COMPLETE in total")] = None,
     index: Annotated[Optional[int], typer.Option(help="worker number (set by `ptplan run --jobs`)")] = None,
+    retry_interrupted: Annotated[bool, typer.Option(
+        "--retry-interrupted", help="SIGUSR1 stops the trial too, and an interrupted trial's allocation is queued "
+                                    "again at once for another worker (set by `ptplan submit`)")] = False,
     set_: SetOpt = [],
 ) -> None:
     """Join a plan's study from any machine that reaches its storage, and run trials."""
     from ._study_cmd import worker_command
 
-    raise typer.Exit(worker_command(plan, set_, trials, index, console, err_console))
+    raise typer.Exit(worker_command(plan, set_, trials, index, console, err_console, retry_interrupted))
+
+
+@app.command()
+def submit(
+    plan: PlanArg,
+    slurm: Annotated[bool, typer.Option("--slurm", help="submit to SLURM (the only scheduler so far)")] = False,
+    workers: Annotated[int, typer.Option(help="array tasks, each one `ptplan worker`")] = 2,
+    parallel: Annotated[Optional[int], typer.Option(help="at most this many tasks at once (--array=...%P; "
+                                                         "default all)")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="run until this many trials are COMPLETE in total "
+                                                       "(default: study.trials, or the grid size)")] = None,
+    gpus_per_trial: Annotated[Optional[int], typer.Option(help="GPUs per task (default: the plan's "
+                                                               "resources.gpus_per_trial, else 0)")] = None,
+    cpus_per_task: Annotated[int, typer.Option(help="CPUs per task")] = 1,
+    partition: Annotated[Optional[str], typer.Option(help="SLURM partition")] = None,
+    time_: Annotated[Optional[str], typer.Option("--time", help="time limit per task (SLURM format, e.g. 4:00:00)")] = None,
+    account: Annotated[Optional[str], typer.Option(help="SLURM account")] = None,
+    sbatch_arg: Annotated[list[str], typer.Option("--sbatch-arg", help="extra sbatch option, e.g. --qos=high "
+                                                                       "(repeatable)")] = [],
+    shared_dir: Annotated[list[str], typer.Option("--shared-dir", help="a folder every compute node mounts "
+                                                                       "(holds the journal and run folder; "
+                                                                       "repeatable)")] = [],
+    warn: Annotated[int, typer.Option(help="seconds before the time limit at which a task is warned (USR1), "
+                                           "stops its trial and requeues itself")] = 120,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the script and the sbatch command; submit "
+                                                            "nothing")] = False,
+    set_: SetOpt = [],
+) -> None:
+    """Put the study on a cluster: one sbatch job array of `ptplan worker` tasks sharing its storage."""
+    from ._cluster_cmd import submit_command
+
+    raise typer.Exit(submit_command(plan, set_, slurm, trials, dict(
+        workers=workers, parallel=parallel, gpus_per_trial=gpus_per_trial, cpus_per_task=cpus_per_task,
+        partition=partition, time=time_, account=account, sbatch_args=list(sbatch_arg),
+        shared_dirs=list(shared_dir), warn_seconds=warn), dry_run, console, err_console))
+
+
+@app.command()
+def cancel(plan: PlanArg, set_: SetOpt = []) -> None:
+    """Cancel the plan's submitted SLURM arrays (running trials are marked interrupted and queued again)."""
+    from ._cluster_cmd import cancel_command
+
+    raise typer.Exit(cancel_command(plan, set_, console, err_console))
 
 
 @app.command()

@@ -83,6 +83,12 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
     elif done.height < 3:
         notes.append(f"only {done.height} completed trial{'s' if done.height != 1 else ''}: no outcome model; "
                      "findings need more trials")
+    if "device_hours" in frame.columns:
+        from ptplan.studies._accounting import table_cost
+
+        cost = table_cost(frame.to_dicts())
+        if cost:
+            notes.append(cost)
     if unit is None and "budget_unit" in frame.columns:
         unit = (frame["budget_unit"].drop_nulls().to_list() or [None])[0]
     rec = None

@@ -91,14 +91,14 @@ def _with_live_view(sp, trials, console: Console, body):
 
 
 def worker_command(plan: str, overrides: list[str], trials: int | None, index: int | None, console: Console,
-                   err_console: Console) -> int:
+                   err_console: Console, retry_interrupted: bool = False) -> int:
     """Join an existing study and run trials until it reaches its count."""
     from ptplan.studies import run_worker
 
     prefix = f"[w{index}] " if index is not None else ""
     try:
         sp = _resolve(plan, overrides)
-        _, result = run_worker(sp, trials, index, _echo(prefix))
+        _, result = run_worker(sp, trials, index, _echo(prefix), retry_interrupted)
     except _bad_input() as err:
         return _error(err_console, err)
     except KeyboardInterrupt:
@@ -203,6 +203,9 @@ def status_command(plan: str, overrides: list[str], limit: int | None, console: 
         except Exception as err:  # noqa: BLE001 - status still shows the study, with the warning
             err_console.print(f"[yellow]warning:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         _print_status(console, session.admin, sp, session.url, limit=limit, fmt=fmt)
+        from ._cluster_cmd import print_cluster
+
+        print_cluster(console, session.admin, sp)
     except _bad_input() as err:
         return _error(err_console, err)
     return 0

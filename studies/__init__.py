@@ -26,6 +26,9 @@ _EXPORTS = {
     "Session": "_worker", "open_session": "_worker", "work": "_worker", "run_study": "_worker",
     "run_worker": "_worker", "worker_argv": "_worker", "recover": "_worker", "reap_lost": "_worker",
     "failure_reason": "_worker", "ensure_grid_cells": "_worker",
+    # clusters (SLURM) and cost
+    "SubmitOptions": "_slurm", "submit": "_slurm", "cancel": "_slurm", "array_tasks": "_slurm",
+    "study_cost": "_accounting",
     # trial table
     "StudyTable": "_table", "study_table": "_table", "trial_row": "_table", "pareto_front": "_table",
     "to_frame": "_table", "export_table": "_table",

@@ -32,7 +32,7 @@ DEFAULT_TRIALS = 20
 MACHINE_FIELDS = ("device", "accel", "tracking")  # trial fields that may differ between workers of one study
 
 
-STUDY_SECTIONS = ("study",)  # plan sections besides the trial configuration
+STUDY_SECTIONS = ("study", "resources")  # plan sections besides the trial configuration
 
 
 # -- plan files and presets -------------------------------------------------------------------------
@@ -181,6 +181,20 @@ class StudyConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """What one trial asks of a cluster node (`resources:`; read by `ptplan submit` and the accounting)."""
+
+    gpus_per_trial: int = option(0, "GPUs a SLURM task asks for one trial (0 or 1; multi-GPU trials are not built "
+                                 "yet)")
+
+    def __post_init__(self):
+        _check(_int(self.gpus_per_trial) and self.gpus_per_trial >= 0, "gpus_per_trial", "must be an integer >= 0",
+               self.gpus_per_trial)
+        _check(self.gpus_per_trial <= 1, "gpus_per_trial", "must be 0 or 1: a trial runs in one process on one "
+               "device (multi-GPU trials under `accelerate launch` are not built yet)", self.gpus_per_trial)
+
+
+@dataclass
 class Plan:
     """A resolved plan: the study settings, the fixed trial config and the search space.
 
@@ -192,6 +206,7 @@ class Plan:
     study: StudyConfig
     trial: TrialConfig
     space: SearchSpace
+    resources: ResourcesConfig = option(factory=ResourcesConfig, help="what one trial asks of a cluster node")
 
     @classmethod
     def load(cls, plan: "str | Path | Plan", overrides: list[str] | tuple | dict | None = None) -> "Plan":
@@ -207,14 +222,15 @@ class Plan:
         data = apply_overrides(data, _overrides(overrides))
         raw = data.get("study")
         study = from_dict(StudyConfig, raw if raw is not None else {}, "study")
-        base = {k: v for k, v in data.items() if k != "study"}
+        resources = from_dict(ResourcesConfig, data.get("resources") or {}, "resources")
+        base = {k: v for k, v in data.items() if k not in STUDY_SECTIONS}
         trial = TrialConfig.from_dict(copy.deepcopy(base))
         search = study.search if study.search is not None else default_search(base)
         if not search:
             raise ConfigError("study.search", "is empty and the plan gives no stage shares to search; "
                               "name the fields to search, e.g. `allocation.sft.rank: {choices: [16, 64]}`")
         space = SearchSpace.parse(search, base, grid=study.sampler == "grid")
-        return cls(data, source, study, trial, space)
+        return cls(data, source, study, trial, space, resources)
 
     # -- derived settings ----------------------------------------------------------------------
     @property
@@ -326,6 +342,9 @@ def plan_fields() -> list[dict]:
     out.append({"path": "study", "type": "section", "default": None,
                 "help": "how the plan is searched and where its study lives"})
     walk(StudyConfig, "study.")
+    out.append({"path": "resources", "type": "section", "default": None,
+                "help": "what one trial asks of a cluster node (`ptplan submit`; not part of the study identity)"})
+    walk(ResourcesConfig, "resources.")
     return out
 
 

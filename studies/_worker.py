@@ -358,13 +358,17 @@ def quiet_libraries() -> None:
 
 
 class interrupt_once:
-    """SIGINT/SIGTERM raise KeyboardInterrupt once; later signals are ignored so the bookkeeping
-    of the interrupted trial (its record, its FAIL state) is not itself interrupted."""
+    """SIGINT/SIGTERM (and `extra` signals, e.g. SLURM's USR1 warning) raise KeyboardInterrupt once;
+    later signals are ignored so the bookkeeping of the interrupted trial (its record, its FAIL
+    state) is not itself interrupted."""
+
+    def __init__(self, extra: tuple = ()):
+        self.extra = tuple(extra)
 
     def __enter__(self):
         # A SIGINT ignored from the start (a background job of a script) stays ignored.
-        self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)
-                     if signal.getsignal(s) is not signal.SIG_IGN}
+        self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, *self.extra)
+                     if signal.getsignal(s) is not signal.SIG_IGN or s in self.extra}
         for s in self._old:
             signal.signal(s, self._handler)
         return self
@@ -492,12 +496,37 @@ def run_study(plan: "StudyPlan", trials: int | None, jobs: int, echo: Callable[[
     return session, result, codes
 
 
-def run_worker(plan: "StudyPlan", trials: int | None, index: int | None, echo: Callable[[str], None]):
-    """`ptplan worker`: join the plan's study (from any machine that reaches its storage)."""
+def run_worker(plan: "StudyPlan", trials: int | None, index: int | None, echo: Callable[[str], None],
+               retry_interrupted: bool = False):
+    """`ptplan worker`: join the plan's study (from any machine that reaches its storage).
+
+    `retry_interrupted` (SLURM array tasks): SIGUSR1 interrupts too, and a trial this worker
+    interrupted has its allocation queued again at once, so another worker retries it."""
     session = open_session(plan, jobs=1, index=index, must_exist=plan.study.storage is None)
     quiet_libraries()
-    with interrupt_once():
-        return session, work(session, plan.target(trials), echo)
+    try:
+        with interrupt_once(extra=(signal.SIGUSR1,) if retry_interrupted else ()):
+            return session, work(session, plan.target(trials), echo)
+    except KeyboardInterrupt:
+        if retry_interrupted:
+            requeue_own_interrupted(session.admin, plan.study.retries, echo)
+        raise
+
+
+def requeue_own_interrupted(admin, retries: int, echo: Callable[[str], None]) -> int:
+    """Queue again the allocations of this process's interrupted trials (none was retried yet)."""
+    from ._objective import worker_name
+
+    me = worker_name()
+    trials = admin.get_trials(deepcopy=False)
+    done = _retried(trials)
+    n = 0
+    for t in trials:
+        if t.user_attrs.get("worker") == me and failure_reason(t) == "interrupted" and t.number not in done:
+            if _retry(admin, t, retries):
+                echo(f"trial {t.number} interrupted; its allocation is queued again for another worker")
+                n += 1
+    return n
 
 
 def worker_argv(plan_file: Path, target: int, index: int) -> list[str]:

@@ -102,3 +102,17 @@ def test_missing_curve_files_are_skipped(tmp_path):
     rep = build_report(rows, tmp_path / "r")
     assert "no readable curves.parquet" in " ".join(rep.notes)
     assert "ID and OOD through CPT -> SFT -> RL" in rep.skipped
+
+
+def test_report_sums_device_hours_per_stage(tmp_path):
+    from ptplan.studies._accounting import cost_columns, resources_record
+
+    rows = []
+    for n, state in enumerate(("COMPLETE", "FAIL")):
+        r = resources_record(3600.0, {"cpt": 600.0, "sft": 1200.0, "rl": 900.0}, "NVIDIA H200", 1)
+        rows.append({**_row(n, state, reason="oom"), **cost_columns(r)})
+    rows.append(_row(2, "FAIL", reason="oom"))  # no resources record (an older trial): not counted
+    rep = build_report(rows, tmp_path / "r")
+    md = _check(rep, tmp_path / "r")
+    assert ("cost: 2 device-hours over 2 trials (NVIDIA H200 x1); per stage: cpt 0.333, sft 0.667, rl 0.5, "
+            "other 0.5") in md
