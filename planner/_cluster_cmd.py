@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._study_cmd import _bad_input, _echo, _error, _resolve
+from ._cmd import _bad_input, _echo, _error, _resolve
 
 
 def submit_command(plan: str, overrides: list[str], slurm: bool, trials: int | None, options: dict,

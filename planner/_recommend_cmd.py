@@ -5,7 +5,7 @@ from __future__ import annotations
 from ptplan.stages.record import STAGES
 
 from ._recommend import Recommendation, objective_weight
-from ._study_cmd import _bad_input, _error
+from ._cmd import _bad_input, _error
 
 
 # -- terminal --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ._recommend import objective_weight
 from ._report import Report
-from ._study_cmd import _bad_input, _error
+from ._cmd import _bad_input, _error
 
 
 def print_report(console, rep: Report) -> None:

@@ -28,12 +28,10 @@ ARTIFACTS = ("config.yaml", "curves.parquet", "result.json", "trial.log")
 
 
 def _plan(micro_plan, tmp_path, **study):
-    from ptplan._plan import load_plan
-    from ptplan.studies import StudyPlan
+    from ptplan.studies import Plan
 
     path = micro_plan({"sampler": "random", **study})
-    data, source = load_plan(str(path))
-    return path, StudyPlan.from_mapping(data, [], source)
+    return path, Plan.load(path)
 
 
 # -- without a scheduler -----------------------------------------------------------------------------
