@@ -1,10 +1,20 @@
-"""Greedy, batched evaluation on the ID and OOD test sets; per-task and overall scores."""
+"""Greedy, batched evaluation on the ID and OOD test sets; per-task and overall scores.
+
+Generation stops for a row as soon as its score is settled (`settled(completion, example)`, e.g. the
+first line of an `exact` answer has ended or left the answer). A stopped row is padded exactly like a
+row that emitted EOS, and the batches are the same, so every other row's tokens and every score equal
+those of generating to `max_new_tokens`. Prompts are tokenized once per trial (`EvalSet`).
+"""
 
 from __future__ import annotations
 
+import functools
+import math
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 
 class EvalError(RuntimeError):
@@ -18,24 +28,99 @@ class EvalResult:
     tokens: int
     seconds: float
     completions: list[str] = field(default_factory=list, repr=False)
+    n: int = 0  # items scored
+    se: float = 0.0  # standard error of `score` over those items
 
 
-def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> tuple[list[str], int]:
-    """Greedy completions for `prompts`; returns texts and tokens processed (prefill + generated)."""
+@dataclass
+class EvalSet:
+    """A test set prepared once per trial: its examples and their tokenized prompts."""
+
+    examples: list
+    encodings: dict[str, list]  # tokenizer output per prompt, unpadded
+
+    @classmethod
+    def prepare(cls, examples, tokenizer) -> "EvalSet":
+        examples = list(examples)
+        enc = tokenizer([e.prompt for e in examples], add_special_tokens=False)
+        return cls(examples, {k: list(v) for k, v in enc.items()})
+
+    def subset(self, indices: list[int]) -> "EvalSet":
+        return EvalSet([self.examples[i] for i in indices], {k: [v[i] for i in indices] for k, v in self.encodings.items()})
+
+    def sample(self, n: int, seed: int) -> "EvalSet":
+        """A fixed subsample of about `n` items, stratified by task (each task keeps its share, at least one),
+        in the set's order; the whole set when `n` covers it."""
+        if n >= len(self.examples):
+            return self
+        by_task: dict[str, list[int]] = defaultdict(list)
+        for i, e in enumerate(self.examples):
+            by_task[e.task].append(i)
+        rng = random.Random(seed)
+        keep: list[int] = []
+        for task in sorted(by_task):
+            idx = by_task[task]
+            k = max(1, round(n * len(idx) / len(self.examples)))
+            keep += rng.sample(idx, min(k, len(idx)))
+        return self.subset(sorted(keep))
+
+
+@functools.cache
+def _settled_rows_type():
+    from transformers import StoppingCriteria
+
+    class SettledRows(StoppingCriteria):
+        """Per-row stop: a row is done once `settled(row, text so far)` holds; HF pads it from then on."""
+
+        def __init__(self, tokenizer, prompt_len: int, rows: list[int], settled: Callable[[int, str], bool]):
+            import torch
+
+            self.tokenizer, self.prompt_len, self.rows, self.settled = tokenizer, prompt_len, rows, settled
+            self.done = torch.zeros(len(rows), dtype=torch.bool)
+
+        def __call__(self, input_ids, scores, **kwargs):
+            todo = (~self.done).nonzero().flatten().tolist()
+            if todo:
+                texts = self.tokenizer.batch_decode(input_ids[todo, self.prompt_len:], skip_special_tokens=True)
+                for i, text in zip(todo, texts):
+                    if self.settled(self.rows[i], text):
+                        self.done[i] = True
+            return self.done.to(input_ids.device)
+
+    return SettledRows
+
+
+def generate_greedy(model, tokenizer, prompts: list[str] | None, max_new_tokens: int, batch_size: int, *,
+                    encodings: dict[str, list] | None = None,
+                    settled: Callable[[int, str], bool] | None = None) -> tuple[list[str], int]:
+    """Greedy completions; returns texts and tokens processed (prefill + generated).
+
+    Args:
+        prompts: texts to complete, or None when `encodings` (prompts tokenized once) are given.
+        settled: `settled(row, text)` says a row's completion can stop (its score cannot change).
+    """
     import torch
+    from transformers import StoppingCriteriaList
 
+    if encodings is None:
+        encodings = {k: list(v) for k, v in tokenizer(prompts, add_special_tokens=False).items()}
+    n = len(encodings["input_ids"])
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     texts, tokens = [], 0
     try:
         with torch.inference_mode():
-            for start in range(0, len(prompts), batch_size):
-                batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True,
-                                  padding_side="left", add_special_tokens=False).to(device)
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+            for start in range(0, n, batch_size):
+                rows = list(range(start, min(start + batch_size, n)))
+                batch = tokenizer.pad({k: v[start: start + batch_size] for k, v in encodings.items()}, padding=True,
+                                      padding_side="left", return_tensors="pt").to(device)
+                width = batch["input_ids"].shape[1]
+                stop = None if settled is None else StoppingCriteriaList(
+                    [_settled_rows_type()(tokenizer, width, rows, settled)])
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, stopping_criteria=stop,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-                new = out[:, batch["input_ids"].shape[1] :]
+                new = out[:, width:]
                 generated = (new != tokenizer.pad_token_id).sum().item()
                 tokens += int(batch["attention_mask"].sum().item()) + int(generated)
                 texts.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
@@ -44,22 +129,36 @@ def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, b
     return texts, tokens
 
 
-def evaluate(model, tokenizer, examples, scorer, max_new_tokens: int, batch_size: int) -> EvalResult:
-    """Score `examples` (prompt/answer/task) with `scorer(completion, example)`; mean per task and overall."""
+def mean_and_se(scores: list[float]) -> tuple[float, float]:
+    """Mean of per-item scores and its standard error (binomial sqrt(p(1-p)/n) for 0/1 scores)."""
+    if not scores:
+        return 0.0, 0.0
+    n = len(scores)
+    mean = sum(scores) / n
+    return mean, math.sqrt(sum((s - mean) ** 2 for s in scores) / n / n)
+
+
+def evaluate(model, tokenizer, examples: Any, scorer, max_new_tokens: int, batch_size: int, *,
+             settled: Callable[[str, Any], bool] | None = None) -> EvalResult:
+    """Score `examples` (prompt/answer/task, or a prepared `EvalSet`) with `scorer(completion, example)`;
+    mean per task and overall. `settled(completion, example)` lets a row stop once its score is fixed."""
     t0 = time.perf_counter()
     try:
-        completions, tokens = generate_greedy(model, tokenizer, [e.prompt for e in examples], max_new_tokens,
-                                              batch_size)
+        prepared = examples if isinstance(examples, EvalSet) else EvalSet.prepare(examples, tokenizer)
+        items = prepared.examples
+        row_settled = None if settled is None else (lambda i, text: settled(text, items[i]))
+        completions, tokens = generate_greedy(model, tokenizer, None, max_new_tokens, batch_size,
+                                              encodings=prepared.encodings, settled=row_settled)
     except Exception as err:  # generation crashed: a distinct failure from a wrong answer
         if type(err).__name__ == "OutOfMemoryError":
             raise
         raise EvalError(f"evaluation failed: {type(err).__name__}: {err}") from err
     per_task = defaultdict(list)
     scores = []
-    for completion, example in zip(completions, examples, strict=True):
+    for completion, example in zip(completions, items, strict=True):
         s = float(scorer(completion, example))
         scores.append(s)
         per_task[example.task].append(s)
-    overall = sum(scores) / len(scores) if scores else 0.0
+    overall, se = mean_and_se(scores)
     return EvalResult(overall, {t: sum(v) / len(v) for t, v in sorted(per_task.items())}, tokens,
-                      time.perf_counter() - t0, completions)
+                      time.perf_counter() - t0, completions, len(scores), se)
