@@ -193,6 +193,9 @@ class EvalConfig:
     points: dict[str, int] = field(default_factory=lambda: {"cpt": 2, "sft": 8, "rl": 4})
     batch_size: int = 64
     max_new_tokens: int | None = None  # default: longest test answer + 2
+    # Items per test set at intermediate points: a fixed subsample, stratified by task; the start and
+    # every stage end use every item. None: every item at every point. Points record n and standard error.
+    intermediate_items: int | None = None
 
     def __post_init__(self):
         _check(isinstance(self.points, dict) and set(self.points) <= set(STAGES), "points",
@@ -203,6 +206,8 @@ class EvalConfig:
         _positive("batch_size", self.batch_size)
         if self.max_new_tokens is not None:
             _positive("max_new_tokens", self.max_new_tokens)
+        if self.intermediate_items is not None:
+            _positive("intermediate_items", self.intermediate_items)
 
 
 @dataclass

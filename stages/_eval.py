@@ -49,19 +49,19 @@ class EvalSet:
         return EvalSet([self.examples[i] for i in indices], {k: [v[i] for i in indices] for k, v in self.encodings.items()})
 
     def sample(self, n: int, seed: int) -> "EvalSet":
-        """A fixed subsample of about `n` items, stratified by task (each task keeps its share, at least one),
-        in the set's order; the whole set when `n` covers it."""
+        """A fixed subsample of `n` items, stratified by task (shares by largest remainder, at least one item
+        per task), in the set's order; the whole set when `n` covers it."""
         if n >= len(self.examples):
             return self
         by_task: dict[str, list[int]] = defaultdict(list)
         for i, e in enumerate(self.examples):
             by_task[e.task].append(i)
+        quota = {t: n * len(idx) / len(self.examples) for t, idx in by_task.items()}
+        take = {t: max(1, math.floor(q)) for t, q in quota.items()}
+        for t in sorted(quota, key=lambda t: (math.floor(quota[t]) - quota[t], t))[: max(0, n - sum(take.values()))]:
+            take[t] += 1
         rng = random.Random(seed)
-        keep: list[int] = []
-        for task in sorted(by_task):
-            idx = by_task[task]
-            k = max(1, round(n * len(idx) / len(self.examples)))
-            keep += rng.sample(idx, min(k, len(idx)))
+        keep = [i for t in sorted(by_task) for i in rng.sample(by_task[t], min(take[t], len(by_task[t])))]
         return self.subset(sorted(keep))
 
 

@@ -53,6 +53,11 @@ class CurvePoint:
     reward: float | None
     id_tasks: dict[str, float] = field(default_factory=dict)
     ood_tasks: dict[str, float] = field(default_factory=dict)
+    # Items scored and the score's standard error (intermediate points may use a subsample).
+    id_n: int | None = None
+    ood_n: int | None = None
+    id_se: float | None = None
+    ood_se: float | None = None
 
 
 def classify_failure(err: BaseException) -> str:
@@ -228,10 +233,16 @@ class TrialRunner:
         schema = pa.schema([("stage", pa.string()), ("step", pa.int64()), ("compute", pa.float64()),
                             ("flops", pa.float64()), ("tokens", pa.float64()), ("id", pa.float64()),
                             ("ood", pa.float64()), ("loss", pa.float64()), ("reward", pa.float64()),
-                            ("id_tasks", pa.string()), ("ood_tasks", pa.string())])
+                            ("id_tasks", pa.string()), ("ood_tasks", pa.string()), ("id_n", pa.int64()),
+                            ("ood_n", pa.int64()), ("id_se", pa.float64()), ("ood_se", pa.float64())])
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), self.out / "curves.parquet")
         final = self.points[-1] if self.points else None
         self.timings["total"] = time.perf_counter() - started
+        # Breakdown: training-loop seconds of the stages trained here, all evaluation, and the rest.
+        trained = [st for st in self.ledger.stages.values() if not st.reused]
+        self.timings["train"] = sum(st.spent.seconds for st in trained)
+        self.timings["eval"] = self.timings.get("eval_start", 0.0) + sum(st.eval.seconds for st in trained)
+        self.timings["other"] = self.timings["total"] - self.timings["train"] - self.timings["eval"]
         result = {
             "name": self.config.name, "seed": self.config.seed, "status": status, "failure": failure,
             "allocation": dataclasses.asdict(self.config.allocation),
@@ -248,12 +259,32 @@ class TrialRunner:
         return result
 
     # -- evaluation ---------------------------------------------------------------------------
-    def _evaluate(self, stage: str, model, tokenizer, step: int, spent: Spend, loss=None, reward=None) -> CurvePoint:
+    def _eval_sets(self, tokenizer, full: bool):
+        """The ID and OOD sets, tokenized once per trial; intermediate points may take a fixed subsample."""
+        from ._eval import EvalSet
+
+        if not hasattr(self, "_prepared"):
+            self._prepared = {"full": (EvalSet.prepare(self.data.id_test, tokenizer),
+                                       EvalSet.prepare(self.data.ood_test, tokenizer))}
+            n = self.config.eval.intermediate_items
+            self._prepared["part"] = self._prepared["full"] if n is None else tuple(
+                s.sample(n, self.config.data.seed) for s in self._prepared["full"])
+        return self._prepared["full" if full else "part"]
+
+    def _settled(self, completion: str, example) -> bool:
+        from ._scoring import score_settled
+
+        return score_settled(self.data.scorer(example.task), completion, example.answer)
+
+    def _evaluate(self, stage: str, model, tokenizer, step: int, spent: Spend, loss=None, reward=None,
+                  full: bool = True) -> CurvePoint:
         from ._eval import evaluate
 
         ev = self.config.eval
-        ids = evaluate(model, tokenizer, self.data.id_test, self.data.score, self.max_new_tokens, ev.batch_size)
-        ood = evaluate(model, tokenizer, self.data.ood_test, self.data.score, self.max_new_tokens, ev.batch_size)
+        id_set, ood_set = self._eval_sets(tokenizer, full)
+        settled = self._settled if hasattr(self.data, "scorer") else None
+        ids = evaluate(model, tokenizer, id_set, self.data.score, self.max_new_tokens, ev.batch_size, settled=settled)
+        ood = evaluate(model, tokenizer, ood_set, self.data.score, self.max_new_tokens, ev.batch_size, settled=settled)
         if stage in self.ledger.stages:
             rec = self.ledger.stages[stage].eval
             rec.tokens += ids.tokens + ood.tokens
@@ -262,7 +293,7 @@ class TrialRunner:
         offset = self.ledger.spent_before(stage) if stage in STAGES else 0.0
         point = CurvePoint(stage, step, offset + spent.get(self.config.budget.unit), self._flops_before(stage) + spent.flops,
                            self._tokens_before(stage) + spent.tokens, ids.score, ood.score, loss, reward,
-                           ids.by_task, ood.by_task)
+                           ids.by_task, ood.by_task, ids.n, ood.n, ids.se, ood.se)
         self.points.append(point)
         log.info("eval %s step %d: id=%.3f ood=%.3f loss=%s", stage, step, ids.score, ood.score, loss)
         if self.on_point:
@@ -419,7 +450,7 @@ class TrialRunner:
 
             def hook(m, st, _name=name):
                 self.ledger.stages[_name].spent = copy.copy(st.spent)
-                self._evaluate(_name, m, tokenizer, st.spent.steps, st.spent, st.loss, st.reward)
+                self._evaluate(_name, m, tokenizer, st.spent.steps, st.spent, st.loss, st.reward, full=False)
 
             ctx.evaluate = hook
             model.train()

@@ -102,7 +102,7 @@ def test_subsample_is_fixed_stratified_and_scores_its_items_as_the_full_set(tiny
     full = EvalSet.prepare(examples, tok)
     part = full.sample(20, seed=0)
     assert part.examples == full.sample(20, seed=0).examples  # fixed for a seed
-    assert {e.task for e in part.examples} == {"a", "b", "c", "d"} and 19 <= len(part.examples) <= 22
+    assert {e.task for e in part.examples} == {"a", "b", "c", "d"} and len(part.examples) == 20
     assert full.sample(100, seed=0) is full
     score = lambda completion, example: exact(completion, example.answer)  # noqa: E731
     settled = lambda completion, example: score_settled(exact, completion, example.answer)  # noqa: E731
@@ -111,3 +111,30 @@ def test_subsample_is_fixed_stratified_and_scores_its_items_as_the_full_set(tiny
     old_scores = [score(old[e], e) for e in part.examples]
     assert [score(c, e) for c, e in zip(sub.completions, part.examples)] == old_scores
     assert 0 < sum(old_scores) < len(old_scores)
+
+
+@pytest.mark.integration
+def test_intermediate_subsample_keeps_training_and_final_points_and_records_n_se_and_times(tiny_config, tmp_path):
+    import pyarrow.parquet as pq
+
+    from ptplan.stages import run_trial
+
+    over = dict(allocation={"shares": {"cpt": 0.5, "sft": 0.5, "rl": 0.0}}, budget={"total": 8e10},
+                eval={"points": {"cpt": 2, "sft": 3}})
+    full = run_trial(tiny_config(**over), tmp_path / "full")
+    part = run_trial(tiny_config(**{**over, "eval": {**over["eval"], "intermediate_items": 6}}), tmp_path / "part")
+    a = pq.read_table(tmp_path / "full" / "curves.parquet").to_pylist()
+    b = pq.read_table(tmp_path / "part" / "curves.parquet").to_pylist()
+    assert [(p["stage"], p["step"], p["loss"]) for p in a] == [(p["stage"], p["step"], p["loss"]) for p in b]
+    ends = {0, 2, len(b) - 1}  # start, CPT's end, SFT's end: every item
+    for i, (p, q) in enumerate(zip(a, b)):
+        assert p["id_n"] == p["ood_n"] == 16 and p["id_se"] is not None
+        assert q["id_n"] == q["ood_n"] == (16 if i in ends else 6)
+        if i in ends:
+            assert (p["id"], p["ood"], p["id_tasks"]) == (q["id"], q["ood"], q["id_tasks"])
+    assert full["final"] == part["final"]
+    t = part["timings"]
+    assert t["train"] > 0 and t["eval"] > 0 and t["other"] >= 0
+    assert t["train"] + t["eval"] + t["other"] == pytest.approx(t["total"])
+    assert part["ledger"]["stages"]["sft"]["eval"]["tokens"] < full["ledger"]["stages"]["sft"]["eval"]["tokens"]
+
