@@ -138,3 +138,28 @@ def test_intermediate_subsample_keeps_training_and_final_points_and_records_n_se
     assert t["train"] + t["eval"] + t["other"] == pytest.approx(t["total"])
     assert part["ledger"]["stages"]["sft"]["eval"]["tokens"] < full["ledger"]["stages"]["sft"]["eval"]["tokens"]
 
+
+@pytest.mark.integration
+def test_no_activation_checkpointing_on_the_cpu_trains_the_same_weights(tiny_config, monkeypatch):
+    import torch
+
+    from ptplan.stages import _stages, load_backbone
+    from ptplan.stages._trial import load_task_data
+
+    cfg = tiny_config(allocation={"sft": {"rank": 4}})
+    data = load_task_data(cfg)
+    real = _stages._common_args
+    weights = {}
+    for checkpointing in (True, False):
+        monkeypatch.setattr(_stages, "_common_args", lambda ctx, out, steps, on=checkpointing: {
+            **real(ctx, out, steps), "gradient_checkpointing": on})
+        assert real(_stages.StageContext("sft", cfg.allocation.sft, 1.0, "examples", data, 1, 1, None), "x", 1)[
+            "gradient_checkpointing"] is False
+        model, tok = load_backbone("llama-0.5m", seed=0)
+        ctx = _stages.StageContext("sft", cfg.allocation.sft, 160.0, "examples", data, 500_000, 1, lambda m, s: None)
+        trained, state = _stages.SFTStage().run(model, tok, ctx)
+        assert state.spent.steps == 10
+        weights[checkpointing] = {k: v.clone() for k, v in trained.state_dict().items()}
+    assert all(torch.equal(weights[True][k], weights[False][k]) for k in weights[True])
+    base = load_backbone("llama-0.5m", seed=0)[0].state_dict()
+    assert any(not torch.equal(weights[False][k], base[k]) for k in base)  # it did train
