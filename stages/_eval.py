@@ -3,7 +3,9 @@
 Generation stops for a row as soon as its score is settled (`settled(completion, example)`, e.g. the
 first line of an `exact` answer has ended or left the answer). A stopped row is padded exactly like a
 row that emitted EOS, and the batches are the same, so every other row's tokens and every score equal
-those of generating to `max_new_tokens`. Prompts are tokenized once per trial (`EvalSet`).
+those of generating to `max_new_tokens`. Intermediate curve points may also drop settled rows from
+the batch (`compact`), which is faster but not guaranteed bit-for-bit. Prompts are tokenized once per
+trial (`EvalSet`).
 """
 
 from __future__ import annotations
@@ -90,14 +92,61 @@ def _settled_rows_type():
     return SettledRows
 
 
+def _greedy_compacting(model, tokenizer, batch, max_new_tokens: int, rows: list[int],
+                       settled: Callable[[int, str], bool]) -> tuple[list[str], int]:
+    """Greedy decoding that drops settled rows from the batch (and the KV cache), so each step computes only
+    the rows still undecided. Not bit-for-bit `generate`: the shrinking batch may round differently."""
+    import inspect
+
+    import torch
+    from transformers import DynamicCache
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    mask = batch["attention_mask"]
+    step_ids = batch["input_ids"]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    step_pos = positions
+    cache = DynamicCache(config=model.config)
+    active = list(range(len(rows)))
+    out: list[list[int]] = [[] for _ in rows]
+    eos = tokenizer.eos_token_id
+    tokens = int(mask.sum().item())
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
+                       **{cache_arg: cache}).logits[:, -1]
+        nxt = logits.float().argmax(-1).tolist()
+        keep = []
+        for j, (r, tok) in enumerate(zip(active, nxt)):
+            tokens += 1
+            if tok == eos:
+                continue
+            out[r].append(tok)
+            if not settled(rows[r], tokenizer.decode(out[r], skip_special_tokens=True)):
+                keep.append(j)
+        if not keep:
+            break
+        index = torch.tensor(keep, device=mask.device)
+        if len(keep) < len(active):
+            cache.batch_select_indices(index)
+            mask = mask[index]
+            active = [active[j] for j in keep]
+        step_pos = mask.long().sum(-1, keepdim=True)  # positions count real tokens only (left padding)
+        mask = torch.cat([mask, mask.new_ones((len(keep), 1))], dim=-1)
+        step_ids = torch.tensor([[nxt[j]] for j in keep], device=mask.device)
+    return tokenizer.batch_decode(out, skip_special_tokens=True), tokens
+
+
 def generate_greedy(model, tokenizer, prompts: list[str] | None, max_new_tokens: int, batch_size: int, *,
-                    encodings: dict[str, list] | None = None,
-                    settled: Callable[[int, str], bool] | None = None) -> tuple[list[str], int]:
+                    encodings: dict[str, list] | None = None, settled: Callable[[int, str], bool] | None = None,
+                    compact: bool = False) -> tuple[list[str], int]:
     """Greedy completions; returns texts and tokens processed (prefill + generated).
 
     Args:
         prompts: texts to complete, or None when `encodings` (prompts tokenized once) are given.
         settled: `settled(row, text)` says a row's completion can stop (its score cannot change).
+        compact: with `settled`, drop settled rows from the batch as it runs (faster; a subsample's
+            intermediate points use it, the full set keeps `generate`'s exact batches).
     """
     import torch
     from transformers import StoppingCriteriaList
@@ -116,6 +165,11 @@ def generate_greedy(model, tokenizer, prompts: list[str] | None, max_new_tokens:
                 batch = tokenizer.pad({k: v[start: start + batch_size] for k, v in encodings.items()}, padding=True,
                                       padding_side="left", return_tensors="pt").to(device)
                 width = batch["input_ids"].shape[1]
+                if compact and settled is not None:
+                    done, used = _greedy_compacting(model, tokenizer, batch, max_new_tokens, rows, settled)
+                    texts.extend(done)
+                    tokens += used
+                    continue
                 stop = None if settled is None else StoppingCriteriaList(
                     [_settled_rows_type()(tokenizer, width, rows, settled)])
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, stopping_criteria=stop,
@@ -139,16 +193,17 @@ def mean_and_se(scores: list[float]) -> tuple[float, float]:
 
 
 def evaluate(model, tokenizer, examples: Any, scorer, max_new_tokens: int, batch_size: int, *,
-             settled: Callable[[str, Any], bool] | None = None) -> EvalResult:
+             settled: Callable[[str, Any], bool] | None = None, compact: bool = False) -> EvalResult:
     """Score `examples` (prompt/answer/task, or a prepared `EvalSet`) with `scorer(completion, example)`;
-    mean per task and overall. `settled(completion, example)` lets a row stop once its score is fixed."""
+    mean per task and overall. `settled(completion, example)` lets a row stop once its score is fixed;
+    `compact` also drops it from the batch (see `generate_greedy`)."""
     t0 = time.perf_counter()
     try:
         prepared = examples if isinstance(examples, EvalSet) else EvalSet.prepare(examples, tokenizer)
         items = prepared.examples
         row_settled = None if settled is None else (lambda i, text: settled(text, items[i]))
         completions, tokens = generate_greedy(model, tokenizer, None, max_new_tokens, batch_size,
-                                              encodings=prepared.encodings, settled=row_settled)
+                                              encodings=prepared.encodings, settled=row_settled, compact=compact)
     except Exception as err:  # generation crashed: a distinct failure from a wrong answer
         if type(err).__name__ == "OutOfMemoryError":
             raise

@@ -283,8 +283,9 @@ class TrialRunner:
         ev = self.config.eval
         id_set, ood_set = self._eval_sets(tokenizer, full)
         settled = self._settled if hasattr(self.data, "scorer") else None
-        ids = evaluate(model, tokenizer, id_set, self.data.score, self.max_new_tokens, ev.batch_size, settled=settled)
-        ood = evaluate(model, tokenizer, ood_set, self.data.score, self.max_new_tokens, ev.batch_size, settled=settled)
+        kw = {"settled": settled, "compact": not full}  # intermediate points: settled rows leave the batch
+        ids = evaluate(model, tokenizer, id_set, self.data.score, self.max_new_tokens, ev.batch_size, **kw)
+        ood = evaluate(model, tokenizer, ood_set, self.data.score, self.max_new_tokens, ev.batch_size, **kw)
         if stage in self.ledger.stages:
             rec = self.ledger.stages[stage].eval
             rec.tokens += ids.tokens + ood.tokens

@@ -90,6 +90,10 @@ def test_faster_evaluation_scores_every_item_as_the_old_one(tiny_model):
     assert new.n == 40 and new.se == pytest.approx(mean_and_se(old_scores)[1])
     # without a stop rule the new path is the old one, token for token
     assert generate_greedy(model, tok, prompts, 24, 16)[0] == reference
+    # dropping settled rows from the batch (intermediate points): same scores here, not guaranteed bit for bit
+    compact = evaluate(model, tok, EvalSet.prepare(examples, tok), score, 24, 16, settled=settled, compact=True)
+    assert [score(c, e) for c, e in zip(compact.completions, examples)] == old_scores
+    assert all(r.startswith(c) for r, c in zip(reference, compact.completions))
 
 
 def test_subsample_is_fixed_stratified_and_scores_its_items_as_the_full_set(tiny_model):
@@ -119,14 +123,15 @@ def test_intermediate_subsample_keeps_training_and_final_points_and_records_n_se
 
     from ptplan.stages import run_trial
 
-    over = dict(allocation={"shares": {"cpt": 0.5, "sft": 0.5, "rl": 0.0}}, budget={"total": 8e10},
-                eval={"points": {"cpt": 2, "sft": 3}})
+    over = dict(allocation={"shares": {"cpt": 0.4, "sft": 0.4, "rl": 0.2}}, budget={"total": 1e11},
+                eval={"points": {"cpt": 2, "sft": 3, "rl": 2}})
     full = run_trial(tiny_config(**over), tmp_path / "full")
     part = run_trial(tiny_config(**{**over, "eval": {**over["eval"], "intermediate_items": 6}}), tmp_path / "part")
     a = pq.read_table(tmp_path / "full" / "curves.parquet").to_pylist()
     b = pq.read_table(tmp_path / "part" / "curves.parquet").to_pylist()
     assert [(p["stage"], p["step"], p["loss"]) for p in a] == [(p["stage"], p["step"], p["loss"]) for p in b]
-    ends = {0, 2, len(b) - 1}  # start, CPT's end, SFT's end: every item
+    ends = {0, 2, 5, len(b) - 1}  # start, CPT's, SFT's and RL's ends: every item
+    assert [p["stage"] for p in b] == ["start", "cpt", "cpt", "sft", "sft", "sft", "rl", "rl"]
     for i, (p, q) in enumerate(zip(a, b)):
         assert p["id_n"] == p["ood_n"] == 16 and p["id_se"] is not None
         assert q["id_n"] == q["ood_n"] == (16 if i in ends else 6)
@@ -136,7 +141,8 @@ def test_intermediate_subsample_keeps_training_and_final_points_and_records_n_se
     t = part["timings"]
     assert t["train"] > 0 and t["eval"] > 0 and t["other"] >= 0
     assert t["train"] + t["eval"] + t["other"] == pytest.approx(t["total"])
-    assert part["ledger"]["stages"]["sft"]["eval"]["tokens"] < full["ledger"]["stages"]["sft"]["eval"]["tokens"]
+    for stage in ("cpt", "sft", "rl"):  # RL's intermediate point runs on the LoRA (PEFT) model
+        assert part["ledger"]["stages"][stage]["eval"]["tokens"] < full["ledger"]["stages"][stage]["eval"]["tokens"]
 
 
 @pytest.mark.integration
