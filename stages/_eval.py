@@ -145,8 +145,9 @@ def generate_greedy(model, tokenizer, prompts: list[str] | None, max_new_tokens:
     Args:
         prompts: texts to complete, or None when `encodings` (prompts tokenized once) are given.
         settled: `settled(row, text)` says a row's completion can stop (its score cannot change).
-        compact: with `settled`, drop settled rows from the batch as it runs (faster; a subsample's
-            intermediate points use it, the full set keeps `generate`'s exact batches).
+        compact: with `settled`, batch rows by prompt length (half-size batches, so little padding) and
+            drop settled rows from the batch as it runs: faster, but not `generate`'s exact batches, so
+            intermediate points use it and stage ends do not.
     """
     import torch
     from transformers import StoppingCriteriaList
@@ -154,6 +155,13 @@ def generate_greedy(model, tokenizer, prompts: list[str] | None, max_new_tokens:
     if encodings is None:
         encodings = {k: list(v) for k, v in tokenizer(prompts, add_special_tokens=False).items()}
     n = len(encodings["input_ids"])
+    order = list(range(n))
+    if compact and settled is not None:
+        order.sort(key=lambda i: len(encodings["input_ids"][i]))
+        batch_size = max(1, batch_size // 2)
+        encodings = {k: [v[i] for i in order] for k, v in encodings.items()}
+        settled_in_order = settled
+        settled = lambda row, text: settled_in_order(order[row], text)  # noqa: E731
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -180,6 +188,11 @@ def generate_greedy(model, tokenizer, prompts: list[str] | None, max_new_tokens:
                 texts.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
     finally:
         model.train(was_training)
+    if order != sorted(order):
+        unsorted = [""] * n
+        for pos, i in enumerate(order):
+            unsorted[i] = texts[pos]
+        texts = unsorted
     return texts, tokens
 
 
