@@ -32,8 +32,24 @@ class Report:
     plots: dict[str, Path]  # title -> PNG
     skipped: dict[str, str]  # title -> why
     notes: list[str] = field(default_factory=list)
+    timing: list[dict] = field(default_factory=list)  # per trial: wall, training, evaluation, other seconds
     markdown: Path | None = None
     html: Path | None = None
+
+
+def time_breakdown(frame) -> list[dict]:
+    """Per trial with recorded timings: wall seconds, training loops, evaluation, the rest, training share."""
+    cols = ("number", "state", "time_wall", "time_train", "time_eval")
+    if not set(cols) <= set(frame.columns):
+        return []
+    out = []
+    for number, state, wall, train, ev in zip(*(frame[c].to_list() for c in cols)):
+        if wall is None or train is None or ev is None or not wall > 0:
+            continue
+        out.append({"number": number, "state": state, "wall": wall, "train": train, "eval": ev,
+                    "other": wall - train - ev, "train_share": train / wall,
+                    "eval_per_train": ev / train if train > 0 else None})
+    return out
 
 
 # -- build -----------------------------------------------------------------------------------------
@@ -133,7 +149,7 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
     plot("Budget ledger per stage", "ledger.png", _plots.ledger, frame, unit or "budget unit")
     plot("Failures by reason", "failures.png", _plots.failures, frame)
     rep = Report(out=out, counts=counts, recommendation=rec, findings=findings(done, points), plots=plots,
-                 skipped=skipped, notes=notes)
+                 skipped=skipped, notes=notes, timing=time_breakdown(frame))
     rep.markdown = out / "report.md"
     rep.markdown.write_text(_markdown(rep, title))
     rep.html = out / "report.html"
@@ -182,6 +198,25 @@ def _rec_lines(rec: Recommendation | None) -> list[str]:
     return lines + [f"Note: {n}" for n in rec.notes]
 
 
+_TIMING_COLS = ("trial", "state", "wall s", "training s", "evaluation s", "other s", "training / wall",
+                "evaluation / training")
+
+
+def _timing_cells(t: dict) -> list[str]:
+    return [f"#{t['number']}", str(t["state"]), f"{t['wall']:.1f}", f"{t['train']:.1f}", f"{t['eval']:.1f}",
+            f"{t['other']:.1f}", f"{t['train_share']:.0%}",
+            "-" if t["eval_per_train"] is None else f"{t['eval_per_train']:.0%}"]
+
+
+def _timing_lines(timing: list[dict]) -> list[str]:
+    if not timing:
+        return ["No trial recorded a time breakdown (trials run before ptplan recorded one, or none finished)."]
+    return (["Wall: the worker's time for the trial; training: the stages' training loops (charged); "
+             "evaluation: every curve point (not charged); other: data, trainer set-up, merges, saves, Optuna.", "",
+             "| " + " | ".join(_TIMING_COLS) + " |", "|" + "---|" * len(_TIMING_COLS)]
+            + ["| " + " | ".join(_timing_cells(t)) + " |" for t in timing])
+
+
 def _markdown(rep: Report, title: str) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(rep.counts.items())) or "no trials"
     md = [f"# {title}", "", f"Trials: {counts}.", ""]
@@ -190,6 +225,7 @@ def _markdown(rep: Report, title: str) -> str:
     md += ["## Findings (seed observations, checked on this study)", "", "| observation | verdict | evidence |",
            "|---|---|---|"]
     md += [f"| {f.claim} | {f.verdict} | {f.evidence or '-'} |" for f in rep.findings]
+    md += ["", "## Time per trial", ""] + _timing_lines(rep.timing)
     md += ["", "## Plots", ""]
     for name, path in rep.plots.items():
         md += [f"### {name}", "", f"![{name}]({path.name})", ""]
@@ -211,7 +247,14 @@ def _html(rep: Report, title: str) -> str:
     h += ["<h2>Findings (seed observations, checked on this study)</h2><table>",
           "<tr><th>observation</th><th>verdict</th><th>evidence</th></tr>"]
     h += [f"<tr><td>{e(f.claim)}</td><td>{e(f.verdict)}</td><td>{e(f.evidence or '-')}</td></tr>" for f in rep.findings]
-    h += ["</table><h2>Plots</h2>"]
+    h += ["</table><h2>Time per trial</h2>"]
+    if rep.timing:
+        h += ["<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in _TIMING_COLS) + "</tr>"]
+        h += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in _timing_cells(t)) + "</tr>" for t in rep.timing]
+        h += ["</table>"]
+    else:
+        h += [f"<p>{e(_timing_lines([])[0])}</p>"]
+    h += ["<h2>Plots</h2>"]
     for name, path in rep.plots.items():
         data = base64.b64encode(path.read_bytes()).decode()
         h += [f"<h3>{e(name)}</h3><img alt='{e(name)}' src='data:image/png;base64,{data}'>"]

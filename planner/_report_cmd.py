@@ -28,6 +28,15 @@ def print_report(console, rep: Report) -> None:
     for f in rep.findings:
         t.add_row(escape(f.claim), escape(f.verdict), escape(f.evidence or "-"))
     console.print(t)
+    if rep.timing:
+        from ._report import _TIMING_COLS, _timing_cells
+
+        tt = Table(title="time per trial (seconds)")
+        for col in _TIMING_COLS:
+            tt.add_column(col, justify="left" if col in ("trial", "state") else "right")
+        for row in rep.timing:
+            tt.add_row(*_timing_cells(row))
+        console.print(tt)
     for name, why in rep.skipped.items():
         console.print(f"not drawn: {escape(name)} ({escape(why)})", highlight=False, soft_wrap=True)
     console.print(f"wrote {rep.markdown}, {rep.html} and {len(rep.plots)} plots to {rep.out}", highlight=False,

@@ -243,6 +243,9 @@ class EvalConfig:
                                     help="evaluation points per stage, evenly spaced in compute")
     batch_size: int = option(64, "prompts per generation batch")
     max_new_tokens: int | None = option(None, "tokens generated per answer (default: longest test answer + 2)")
+    intermediate_items: int | None = option(None, "items per test set at intermediate points: a fixed subsample, "
+                                            "stratified by task (the start and every stage end use every item; "
+                                            "points record n and standard error); default: every item")
 
     def __post_init__(self):
         _check(isinstance(self.points, dict) and set(self.points) <= set(STAGES), "points",
@@ -253,6 +256,8 @@ class EvalConfig:
         _positive("batch_size", self.batch_size)
         if self.max_new_tokens is not None:
             _positive("max_new_tokens", self.max_new_tokens)
+        if self.intermediate_items is not None:
+            _positive("intermediate_items", self.intermediate_items)
 
 
 @dataclass
@@ -262,7 +267,9 @@ class AccelConfig:
 
     bf16: Literal["auto", "on", "off"] = option("auto", "bfloat16 training and generation (auto: on a GPU that "
                                                 "supports it)")
-    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")
+    gradient_checkpointing: Literal["auto", "on", "off"] = option(
+        "auto", "recompute activations in the backward pass: less memory, ~20% more time (auto: on a GPU, as TRL "
+        "does; off on the CPU, where the weights come out the same)")
     padding_free: bool = option(False, "SFT/CPT without padding (TRL padding_free; needs flash attention)")
     liger: bool = option(False, "Liger fused kernels (pip install liger-kernel)")
     rl_generation: Literal["hf", "vllm"] = option("hf", "GRPO generation: transformers or TRL's colocated vLLM")

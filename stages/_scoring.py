@@ -78,11 +78,35 @@ def answer_extractor(spec: str | None) -> Callable[[str], str | None] | None:
         return found[-1].group("answer").strip() if found else None
 
     return extract
+def first_line_state(text: Any) -> tuple[str, bool]:
+    """`first_line(text)` so far, and whether that line has ended (no continuation can change it)."""
+    for chunk in as_text(text).splitlines(keepends=True):
+        line = " ".join(chunk.split())
+        if line:
+            return line, chunk.splitlines()[0] != chunk
+    return "", False
+
+
+def _first_line_settled(completion: str, answer: str) -> bool:
+    return first_line_state(completion)[1]
 
 
 def exact(completion: str, answer: str) -> float:
     """1.0 when the first line of the completion equals the answer (whitespace-normalized), else 0.0."""
     return 1.0 if first_line(completion) == first_line(answer) else 0.0
+
+
+def _exact_settled(completion: str, answer: str) -> bool:
+    """Settled once the first line ended, or once it left the answer: every continuation of a partial
+    line normalizes to a string that starts with the normalized partial line."""
+    line, ended = first_line_state(completion)
+    if ended:
+        return True
+    # U+FFFD: a multi-byte character split across tokens; its next token may complete it.
+    return bool(line) and "\ufffd" not in line and not first_line(answer).startswith(line)
+
+
+exact.settled = _exact_settled
 
 
 def _parse_number(text: str) -> float | None:
@@ -111,6 +135,7 @@ def numeric(tolerance: float = DEFAULT_TOLERANCE) -> Scorer:
 
     score.__name__ = f"numeric(tolerance={tol:g})"
     score.__qualname__ = score.__name__
+    score.settled = _first_line_settled
     return score
 
 
@@ -141,6 +166,23 @@ def set_f1(completion: str, answer: str) -> float:
         return 0.0
     precision, recall = hits / len(pred), hits / len(gold)
     return 2 * precision * recall / (precision + recall)
+
+
+def _set_f1_settled(completion: str, answer: str) -> bool:
+    return "\n" not in as_text(answer).strip() and first_line_state(completion)[1]
+
+
+set_f1.settled = _set_f1_settled
+
+
+def score_settled(scorer: Scorer, completion: str, answer: str) -> bool:
+    """True when no continuation of `completion` can change its score, so evaluation may stop generating it.
+
+    A scorer opts in with a `settled(completion, answer)` attribute: the built-in ones read only the
+    completion's first line; a reward callable (`RewardScorer`) sees the whole completion and never settles.
+    """
+    rule = getattr(scorer, "settled", None)
+    return rule is not None and bool(rule(completion, answer))
 
 
 # name -> factory(tolerance) -> Scorer

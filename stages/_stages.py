@@ -138,8 +138,8 @@ def _common_args(ctx: StageContext, out_dir: str, max_steps: int) -> dict:
     cfg = ctx.config
     tracked = ctx.tracking != "none"
     return dict(
-        output_dir=ctx.log_dir if tracked and ctx.log_dir else out_dir, learning_rate=cfg.lr, max_steps=max_steps, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no",
+        output_dir=ctx.log_dir if tracked and ctx.log_dir else out_dir, learning_rate=cfg.lr, max_steps=max_steps,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no",
         report_to=ctx.tracking if tracked else "none", run_name=ctx.run_name if tracked else None,
         use_cpu=not ctx.use_cuda, seed=ctx.seed,
         data_seed=ctx.seed, dataloader_drop_last=True, disable_tqdm=True, max_grad_norm=1.0,

@@ -225,6 +225,11 @@ class TrialRunner:
         write_curves(self.points, self.dest / CURVES_FILE)
         final = self.points[-1] if self.points else None
         self.timings["total"] = time.perf_counter() - started
+        # Breakdown: training-loop seconds of the stages trained here, all evaluation, and the rest.
+        trained = [st for st in self.ledger.stages.values() if not st.reused]
+        self.timings["train"] = sum(st.spent.seconds for st in trained)
+        self.timings["eval"] = self.timings.get("eval_start", 0.0) + sum(st.eval.seconds for st in trained)
+        self.timings["other"] = self.timings["total"] - self.timings["train"] - self.timings["eval"]
         result: TrialResult = {
             "name": self.config.name, "seed": self.config.seed, "status": status, "failure": failure,
             "allocation": dataclasses.asdict(self.config.allocation),
@@ -245,12 +250,37 @@ class TrialRunner:
         return ood_peak(self.points, self.ledger.spent_before("sft"), sft.spent.get(self.ledger.unit) if sft else 0.0)
 
     # -- evaluation ---------------------------------------------------------------------------
-    def _evaluate(self, stage: str, model, tokenizer, step: int, spent: Spend, loss=None, reward=None) -> CurvePoint:
+    def _eval_sets(self, tokenizer, full: bool):
+        """The ID and OOD sets, tokenized once per trial; intermediate points may take a fixed subsample."""
+        from ._eval import EvalSet
+
+        if not hasattr(self, "_prepared"):
+            chat = getattr(self, "chat", None)  # evaluation generates from the prompts SFT and RL were given
+            fmt = None if chat is None else (lambda prompt: chat.prompt_text(tokenizer, prompt))
+            self._prepared = {"full": (EvalSet.prepare(self.data.id_test, tokenizer, fmt),
+                                       EvalSet.prepare(self.data.ood_test, tokenizer, fmt))}
+            n = self.config.eval.intermediate_items
+            self._prepared["part"] = self._prepared["full"] if n is None else tuple(
+                s.sample(n, self.config.data.seed) for s in self._prepared["full"])
+        return self._prepared["full" if full else "part"]
+
+    def _settled(self, completion: str, example) -> bool:
+        from ._scoring import score_settled
+
+        if self.data.extract is not None:  # the answer comes after the thinking: generate to the end
+            return False
+        return score_settled(self.data.scorer(example.task), completion, example.answer)
+
+    def _evaluate(self, stage: str, model, tokenizer, step: int, spent: Spend, loss=None, reward=None,
+                  full: bool = True) -> CurvePoint:
         from ._eval import evaluate
 
         ev = self.config.eval
-        ids = evaluate(model, tokenizer, self.data.id_test, self.data.score, self.max_new_tokens, ev.batch_size)
-        ood = evaluate(model, tokenizer, self.data.ood_test, self.data.score, self.max_new_tokens, ev.batch_size)
+        id_set, ood_set = self._eval_sets(tokenizer, full)
+        settled = self._settled if hasattr(self.data, "scorer") else None
+        kw = {"settled": settled, "compact": not full}  # intermediate points: settled rows leave the batch
+        ids = evaluate(model, tokenizer, id_set, self.data.score, self.max_new_tokens, ev.batch_size, **kw)
+        ood = evaluate(model, tokenizer, ood_set, self.data.score, self.max_new_tokens, ev.batch_size, **kw)
         if stage in self.ledger.stages:
             rec = self.ledger.stages[stage].eval
             rec.tokens += ids.tokens + ood.tokens
@@ -259,7 +289,7 @@ class TrialRunner:
         offset = self.ledger.spent_before(stage) if stage in STAGES else 0.0
         point = CurvePoint(stage, step, offset + spent.get(self.config.budget.unit), self._flops_before(stage) + spent.flops,
                            self._tokens_before(stage) + spent.tokens, ids.score, ood.score, loss, reward,
-                           ids.by_task, ood.by_task)
+                           ids.by_task, ood.by_task, ids.n, ood.n, ids.se, ood.se)
         self.points.append(point)
         log.info("eval %s step %d: id=%.3f ood=%.3f loss=%s", stage, step, ids.score, ood.score, loss)
         if self.on_point:
@@ -323,7 +353,7 @@ class TrialRunner:
 
         from ._accel import check_accel
 
-        chat = chat_format(tokenizer, cfg.data)
+        chat = self.chat = chat_format(tokenizer, cfg.data)
         check_accel(cfg.accel, use_cuda)
         enabled = [s for s in STAGES if cfg.allocation.shares[s] > 0]
         contexts = {}
@@ -389,14 +419,14 @@ class TrialRunner:
         """Refuse a stage whose estimated memory exceeds the GPU's, before any training."""
         import torch
 
-        from ._accel import ModelShape, check_memory, estimate_memory, use_bf16
+        from ._accel import ModelShape, check_memory, estimate_memory, use_bf16, use_checkpointing
 
         c = ctx.config
         rl = ctx.name == "rl"
         estimate = estimate_memory(
             ModelShape.of(model.config, self.n_params), stage=ctx.name, rank=c.rank,
             batch=c.batch_size * (c.generations if rl else 1), seq=c.max_length, bf16=use_bf16(ctx.accel, True),
-            gradient_checkpointing=ctx.accel.gradient_checkpointing, completion=c.max_completion_length if rl else 0)
+            gradient_checkpointing=use_checkpointing(ctx.accel, True), completion=c.max_completion_length if rl else 0)
         device = torch.device(self.config.device if self.config.device.startswith("cuda") else "cuda")
         check_memory(estimate, torch.cuda.get_device_properties(device).total_memory, f"allocation.{ctx.name}")
 
@@ -458,7 +488,7 @@ class TrialRunner:
 
             def hook(m, st, _name=name):
                 self.ledger.stages[_name].spent = copy.copy(st.spent)
-                self._evaluate(_name, m, tokenizer, st.spent.steps, st.spent, st.loss, st.reward)
+                self._evaluate(_name, m, tokenizer, st.spent.steps, st.spent, st.loss, st.reward, full=False)
 
             ctx.evaluate = hook
             model.train()

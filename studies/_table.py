@@ -96,6 +96,12 @@ def trial_row(t, plan: "StudyPlan") -> dict:
         "duration_s": (t.datetime_complete - t.datetime_start).total_seconds()
         if t.datetime_start and t.datetime_complete else None,
     })
+    timings = ua.get("timings") or {}
+    row.update({  # seconds: the worker's wall time of the trial, its training loops and its evaluation
+        "time_wall": ua.get("wall_seconds", timings.get("total")),
+        "time_train": timings.get("train"),
+        "time_eval": timings.get("eval"),
+    })
     return row
 
 

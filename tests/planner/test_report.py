@@ -116,3 +116,15 @@ def test_report_sums_device_hours_per_stage(tmp_path):
     md = _check(rep, tmp_path / "r")
     assert ("cost: 2 device-hours over 2 trials (NVIDIA H200 x1); per stage: cpt 0.333, sft 0.667, rl 0.5, "
             "other 0.5") in md
+def test_time_per_trial_breakdown(tmp_path):
+    rows = [{**_row(0), "time_wall": 50.0, "time_train": 40.0, "time_eval": 4.0},
+            {**_row(1, "FAIL", reason="oom"), "time_wall": 10.0, "time_train": 6.0, "time_eval": 1.0},
+            _row(2)]  # recorded before ptplan kept a time breakdown: left out
+    rep = build_report(rows, tmp_path / "r")
+    assert [(t["number"], t["other"]) for t in rep.timing] == [(0, 6.0), (1, 3.0)]
+    assert rep.timing[0]["train_share"] == 0.8 and rep.timing[0]["eval_per_train"] == 0.1
+    md = _check(rep, tmp_path / "r")
+    assert "## Time per trial" in md and "| #0 | COMPLETE | 50.0 | 40.0 | 4.0 | 6.0 | 80% | 10% |" in md
+    assert "time per trial" in (tmp_path / "r" / "terminal.txt").read_text()
+    assert "<h2>Time per trial</h2>" in (tmp_path / "r" / "report.html").read_text()
+    assert "No trial recorded a time breakdown" in _check(build_report([_row(0)], tmp_path / "s"), tmp_path / "s")

@@ -4,7 +4,7 @@ and a chat template (ptplan.testing.tiny_chat_model, no download) through CPT ->
 import pytest
 from tokenizers import Tokenizer
 
-from ptplan.stages import TrialConfig, run_trial
+from ptplan.stages import TrialConfig
 from ptplan.stages._backbones import PROBES, load_backbone, load_checkpoint
 from ptplan.stages._chat import ChatFormat, chat_format
 from ptplan.testing import tiny_chat_model
@@ -79,8 +79,16 @@ def test_grpo_samples_from_templated_prompts(chat_model, tmp_path):
 
 @pytest.mark.integration
 def test_a_chat_model_trains_end_to_end_and_keeps_its_tokenizer(chat_model, tmp_path):
-    res = run_trial(_config(chat_model), tmp_path)
+    from ptplan.stages import TrialRunner
+
+    runner = TrialRunner(_config(chat_model), tmp_path)
+    res = runner.run()
     assert res["status"] == "complete" and set(res["stages"]) == {"cpt", "sft", "rl"}
+    _, tok = load_backbone(path=str(chat_model))
+    id_set, _ = runner._prepared["full"]  # evaluation generated from the templated prompts
+    first = tok.decode(id_set.encodings["input_ids"][0])
+    assert first == ChatFormat().prompt_text(tok, id_set.examples[0].prompt)
+    assert first.startswith("<|im_start|>user\n") and first.endswith("<|im_start|>assistant\n")
     user = Tokenizer.from_file(str(chat_model / "tokenizer.json"))
     probes = list(PROBES) + list(SPECIAL_PROBES)
     want = [user.encode(p, add_special_tokens=False).ids for p in probes]
