@@ -138,16 +138,58 @@ def load_backbone(name: str | None = None, path: str | None = None, *, trust_rem
     return _builtin_model(BUILTIN_BACKBONES[name], len(tokenizer), tokenizer, seed), tokenizer
 
 
+BASE_FILE = "base.json"  # an adapter checkpoint's base: {"checkpoint": relative path} or {"backbone": {...}}
+
+
 def load_checkpoint(folder: str | Path):
-    """Load a (merged) stage checkpoint written by `save_checkpoint`, its tokenizer as saved."""
+    """Load a stage checkpoint written by `save_checkpoint` (an adapter is merged into its base, loaded
+    the same way), with its tokenizer as saved."""
+    import json
+
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(folder), load_tokenizer(folder)
+    folder = Path(folder)
+    base_file = folder / BASE_FILE
+    if not base_file.exists():
+        return AutoModelForCausalLM.from_pretrained(folder), load_tokenizer(folder)
+    from peft import PeftModel
+
+    base = json.loads(base_file.read_text())
+    if "checkpoint" in base:
+        model, _ = load_checkpoint((folder / base["checkpoint"]).resolve())
+    else:
+        b = base["backbone"]
+        model, _ = load_backbone(b.get("name"), b.get("path"), trust_remote_code=b.get("trust_remote_code", False),
+                                 seed=b.get("seed", 0))
+    return PeftModel.from_pretrained(model, folder).merge_and_unload(), load_tokenizer(folder)
 
 
-def save_checkpoint(model, tokenizer, folder: str | Path) -> None:
-    model.save_pretrained(folder)
+def save_checkpoint(model, tokenizer, folder: str | Path, *, adapter: Any = None, base: dict | None = None) -> None:
+    """Save a stage's weights and tokenizer. A LoRA stage (`adapter`: (peft config, weights)) saves only
+    its adapter, with `base` naming what it applies to: {"checkpoint": folder} of the stage before it,
+    or {"backbone": {name, path, trust_remote_code, seed}}."""
+    import json
+    import os
+
+    folder = Path(folder)
+    if adapter is None or base is None:
+        model.save_pretrained(folder)
+    else:
+        from safetensors.torch import save_file
+
+        config, weights = adapter
+        folder.mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(folder)
+        save_file(weights, str(folder / "adapter_model.safetensors"))
+        if "checkpoint" in base:  # relative, so a run folder can move
+            base = {"checkpoint": os.path.relpath(Path(base["checkpoint"]).resolve(), folder.resolve())}
+        (folder / BASE_FILE).write_text(json.dumps(base))
     tokenizer.save_pretrained(folder)
+
+
+def folder_bytes(folder: str | Path) -> int:
+    """Bytes of every file under a folder (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 
 def count_parameters(model) -> int:

@@ -220,7 +220,9 @@ def evaluate(model, tokenizer, examples: Any, scorer, max_new_tokens: int, batch
         completions, tokens = generate_greedy(model, tokenizer, None, max_new_tokens, batch_size,
                                               encodings=prepared.encodings, settled=row_settled, compact=compact)
     except Exception as err:  # generation crashed: a distinct failure from a wrong answer
-        if type(err).__name__ == "OutOfMemoryError":
+        import torch
+
+        if isinstance(err, torch.OutOfMemoryError):  # recorded as `oom`, not as an evaluation failure
             raise
         raise EvalError(f"evaluation failed: {type(err).__name__}: {err}") from err
     per_task = defaultdict(list)

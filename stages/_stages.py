@@ -61,6 +61,7 @@ class StageState:
     reward: float | None = None
     eval_seconds: float = 0.0
     handover: str | None = None
+    adapter: Any = None  # a LoRA stage's (peft config, adapter weights on the CPU), taken before the merge
 
 
 def _mean_tokens(tokenizer, texts: list[str]) -> tuple[float, int]:
@@ -197,7 +198,11 @@ class _TrainerStage:
                 trainer.remove_callback(quiet)
             trainer.train()
             trained = trainer.model
-        if hasattr(trained, "merge_and_unload"):
+        if hasattr(trained, "merge_and_unload"):  # a LoRA stage: keep its adapter (MB) for the checkpoint
+            from peft import get_peft_model_state_dict
+
+            weights = {k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(trained).items()}
+            state.adapter = (trained.peft_config["default"], weights)
             trained = trained.merge_and_unload()
         return trained, state
 

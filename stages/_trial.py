@@ -395,12 +395,17 @@ class TrialRunner:
                 key = pre_sft[1]
             key = stage_key(cfg, name, ctx.slice, key)
             folder = self.store / f"{name}-{key}"
+            base = pre_sft[0] if name == "rl" and cfg.allocation.rl.start == "cold" and pre_sft else previous
             with _stage_lock(folder):
-                model, tokenizer = self._stage(name, ctx, folder, model, tokenizer, use_cuda)
+                model, tokenizer = self._stage(name, ctx, folder, model, tokenizer, use_cuda, base)
             if name == "sft" and ctx.handover is not None:
                 self._record_handover(ctx)
+            from ._backbones import BASE_FILE, folder_bytes
+
             self.stage_info[name] = {"key": key, "checkpoint": str(folder / "model"),
-                                     "reused": self.ledger.stages[name].reused}
+                                     "reused": self.ledger.stages[name].reused,
+                                     "adapter": (folder / "model" / BASE_FILE).exists(),
+                                     "bytes": folder_bytes(folder / "model")}
             previous = folder / "model"
 
     def _reload(self, checkpoint: Path | None, use_cuda: bool):
@@ -454,7 +459,14 @@ class TrialRunner:
         if reason:
             log.info("hand-over SFT -> RL: %s", reason)
 
-    def _stage(self, name, ctx, folder: Path, model, tokenizer, use_cuda: bool):
+    def _base_spec(self, base: Path | None) -> dict:
+        """What a LoRA stage's adapter applies to: the checkpoint it started from, or the backbone."""
+        b = self.config.backbone
+        return {"checkpoint": str(base)} if base is not None else {
+            "backbone": {"name": b.name, "path": b.path, "trust_remote_code": b.trust_remote_code,
+                         "seed": self.config.seed}}
+
+    def _stage(self, name, ctx, folder: Path, model, tokenizer, use_cuda: bool, base: Path | None = None):
         """Reuse the stage at `folder` if recorded, else train it; then take its final point."""
         from ._backbones import save_checkpoint
         from ._stages import STAGE_TYPES
@@ -494,7 +506,7 @@ class TrialRunner:
             model.train()
             model, state = STAGE_TYPES[name]().run(model, tokenizer, ctx)
             self.ledger.stages[name].spent = state.spent
-            save_checkpoint(model, tokenizer, folder / "model")
+            save_checkpoint(model, tokenizer, folder / "model", adapter=state.adapter, base=self._base_spec(base))
             # Every hand-off goes through disk: the final point and the next stage see exactly the saved
             # checkpoint, not a trainer-wrapped object (whose `forward` and reference model hang on it).
             del model

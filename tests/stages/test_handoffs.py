@@ -87,8 +87,13 @@ def _fresh(cfg, checkpoint):
     data = load_task_data(cfg)
     answers = [e.answer for e in data.id_test + data.ood_test]
     mnt = cfg.eval.max_new_tokens or max(len(i) for i in tok(answers, add_special_tokens=False)["input_ids"]) + 2
-    ids = eval_mod.evaluate(model, tok, data.id_test, data.score, mnt, cfg.eval.batch_size)
-    ood = eval_mod.evaluate(model, tok, data.ood_test, data.score, mnt, cfg.eval.batch_size)
+    from ptplan.stages._scoring import score_settled
+
+    def settled(completion, example):  # the trial's rule: a row stops once its score cannot change
+        return score_settled(data.scorer(example.task), completion, example.answer)
+
+    ids = eval_mod.evaluate(model, tok, data.id_test, data.score, mnt, cfg.eval.batch_size, settled=settled)
+    ood = eval_mod.evaluate(model, tok, data.ood_test, data.score, mnt, cfg.eval.batch_size, settled=settled)
     return ids, ood, model
 
 
