@@ -145,6 +145,20 @@ def submit(
 
 
 @app.command()
+def gc(
+    plan: PlanArg,
+    keep: Annotated[str, typer.Option(help="final: the last stage of every COMPLETE trial; best: of the Pareto "
+                                           "front only; none: nothing")] = "final",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be removed, remove nothing")] = False,
+    set_: SetOpt = [],
+) -> None:
+    """Free stage checkpoints that no kept result needs (an adapter keeps its base chain)."""
+    from ._study_cmd import gc_command
+
+    raise typer.Exit(gc_command(plan, set_, keep, dry_run, console, err_console))
+
+
+@app.command()
 def cancel(plan: PlanArg, set_: SetOpt = []) -> None:
     """Cancel the plan's submitted SLURM arrays (running trials are marked interrupted and queued again)."""
     from ._cluster_cmd import cancel_command

@@ -131,6 +131,11 @@ def _print_status(console: Console, study, sp, url: str, limit: int | None = 50,
     why = f" ({', '.join(f'{n} {k}' for k, n in sorted(reasons.items()))})" if reasons else ""
     saved = f"{_fmt(table.saved)} {table.unit}" + ("" if table.unit == "flops" else f" ({_fmt(table.saved_flops)} FLOPs)")
     out.note(f"trials: {counts}{why}; retried {table.retried}; compute saved by checkpoint reuse {saved}")
+    from ptplan.studies import store_size
+
+    n_stages, stage_bytes = store_size(sp.run_dir)
+    out.note(f"stage store: {n_stages} checkpoints, {stage_bytes / 1e6:.1f} MB in {sp.run_dir / 'stages'} "
+             "(`ptplan gc` frees what no kept result needs)")
     extra = [p for p in sp.space.params if p not in SHARE_PARAMS and not p.endswith(".rank")]
     rows = table.rows if not limit else table.rows[-limit:]
     shown = "" if len(rows) == len(table.rows) else f", last {len(rows)} of {len(table.rows)}"
@@ -221,6 +226,27 @@ def export_command(plan: str, overrides: list[str], fmt: str, out: Path | None, 
         view.table("trials", f"first {len(shown)} of {len(table.rows)} rows of {out.name}", columns,
                    [[escape(_fmt(r[c])) for c in columns] for r in shown], left=columns, raw=shown)
         view.close()
+    return 0
+
+
+# -- stage store -----------------------------------------------------------------------------------
+def gc_command(plan: str, overrides: list[str], keep: str, dry_run: bool, console: Console,
+               err_console: Console) -> int:
+    """`ptplan gc`: remove (or list) the stage checkpoints that no kept result needs."""
+    from ptplan.studies import collect
+
+    from ._api import Study
+
+    try:
+        study = Study(plan, overrides)
+        got = collect(study.plan, study.status(), keep, dry_run)
+    except _bad_input() as err:
+        return _error(err_console, err)
+    verb = "would remove" if dry_run else "removed"
+    for folder in got.removed:
+        console.print(f"{verb} {folder}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"{verb} {len(got.removed)} stage checkpoints ({got.freed_bytes / 1e6:.1f} MB); kept "
+                  f"{len(got.kept)} ({got.kept_bytes / 1e6:.1f} MB, keep={keep})", highlight=False, markup=False)
     return 0
 
 

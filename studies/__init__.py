@@ -32,6 +32,8 @@ _EXPORTS = {
     # trial table
     "StudyTable": "_table", "study_table": "_table", "trial_row": "_table", "pareto_front": "_table",
     "to_frame": "_table", "export_table": "_table",
+    # stage store
+    "collect": "_gc", "store_size": "_gc", "GcResult": "_gc",
 }
 __all__ = sorted(_EXPORTS)
 
