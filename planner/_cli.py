@@ -61,13 +61,15 @@ def run(
     trials: Annotated[Optional[int], typer.Option(help="run until this many trials are COMPLETE in total "
                                                        "(default: study.trials, or the grid size)")] = None,
     jobs: Annotated[int, typer.Option(help="local worker processes")] = 1,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="queue every failed allocation (grid cells "
-                                                                      "too) again, e.g. after fixing a data file")] = False,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="queue every failed allocation (grid cells too) again, e.g. after fixing a data file",
+    )] = False,
     new_study: Annotated[bool, typer.Option("--new-study", help="start a new study although the run folder holds "
                                                                 "trial folders of a study whose storage is gone "
                                                                 "(they are moved aside)")] = False,
-    skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="start trials without the preflight "
-                                                                          "checks (e.g. they ran at submission)")] = False,
+    skip_preflight: Annotated[bool, typer.Option(
+        "--skip-preflight", help="start trials without the preflight checks (e.g. they ran at submission)",
+    )] = False,
     set_: SetOpt = [],
 ) -> None:
     """Create or resume the plan's Optuna study and run real trials until N are COMPLETE.
@@ -266,7 +268,8 @@ def environment_error(err: BaseException) -> str | None:
         seen.add(id(err))
         if isinstance(err, OSError):  # errno set by the OS; polars/pyarrow put theirs in the message
             where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f)
-            text = err.strerror if err.errno is not None and err.strerror else (str(err).strip().splitlines() or [""])[0]
+            lines = str(err).strip().splitlines() or [""]
+            text = err.strerror if err.errno is not None and err.strerror else lines[0]
             return f"{text}: {where}" if where else text or type(err).__name__
         if type(err).__name__ in ("OperationalError", "InterfaceError"):  # SQLAlchemy: the database went away
             from ptplan.studies import mask

@@ -57,7 +57,8 @@ def _heaviest(plan: "StudyPlan") -> dict:
         numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if path.endswith(".rank") and numeric:
             out[path] = 0 if 0 in numeric else max(numeric)
-        elif path.rsplit(".", 1)[-1] in ("batch_size", "generations", "max_completion_length", "max_length") and numeric:
+        elif numeric and path.rsplit(".", 1)[-1] in ("batch_size", "generations", "max_completion_length",
+                                                     "max_length"):
             out[path] = max(numeric)
     return out
 
@@ -200,14 +201,16 @@ def _check_eval(config, data, model, tokenizer) -> None:
     from ptplan.stages._eval import EvalError, evaluate
 
     answers = [e.answer for e in data.id_test[:1] + data.ood_test[:1]]
-    max_new = config.eval.max_new_tokens or max(len(i) for i in tokenizer(answers, add_special_tokens=False)["input_ids"]) + 2
+    lengths = [len(i) for i in tokenizer(answers, add_special_tokens=False)["input_ids"]]
+    max_new = config.eval.max_new_tokens or max(lengths) + 2
     try:
         for examples in (data.id_test[:1], data.ood_test[:1]):
             evaluate(model, tokenizer, examples, data.score, max_new, 1)
     except EvalError as err:
         raise PreflightError("evaluation", str(err)) from None
     except Exception as err:  # noqa: BLE001 - e.g. the scorer fails on a real completion
-        raise PreflightError("evaluation", f"scoring a generated completion raised {type(err).__name__}: {err}") from None
+        raise PreflightError("evaluation",
+                             f"scoring a generated completion raised {type(err).__name__}: {err}") from None
 
 
 def _one_step_each(trial, data, plan: "StudyPlan", corners: list[dict]) -> list[str]:
@@ -243,12 +246,12 @@ def _one_step_each(trial, data, plan: "StudyPlan", corners: list[dict]) -> list[
                 STAGE_TYPES[name]().run(model, tokenizer, ctx)
             except Exception as err:  # noqa: BLE001 - OOM at launch, a reward that raises, a TRL data error
                 first = str(err).splitlines()[0] if str(err) else ""
-                raise PreflightError("one step", f"stage `{name}` ({_describe(stage_cfg)}) failed its first "
-                                     f"optimizer step ({classify_failure(err)}): {type(err).__name__}: {first}") from None
+                raise PreflightError("one step", f"stage `{name}` ({_describe(stage_cfg)}) failed its first optimizer "
+                                     f"step ({classify_failure(err)}): {type(err).__name__}: {first}") from None
             del model
     return enabled
 
 
 def _describe(stage_cfg) -> str:
-    fields = {k: v for k, v in dataclasses.asdict(stage_cfg).items() if k in ("rank", "batch_size", "lr", "generations")}
-    return ", ".join(f"{k} {v}" for k, v in fields.items())
+    shown = ("rank", "batch_size", "lr", "generations")
+    return ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(stage_cfg).items() if k in shown)

@@ -159,26 +159,15 @@ def check_cluster_storage(plan: "StudyPlan", shared_dirs: list[str]) -> str:
 
 # -- preflight ------------------------------------------------------------------------------------
 def submit_preflight(plan: "StudyPlan", echo: Callable[[str], None]) -> None:
-    """HOOK POINT for issue 12's `ptplan preflight PLAN`: it is not in this tree yet, so the submitting
-    process runs a cheap check instead (every trial config of the space's probes validates, and the
-    data loads). When preflight lands, call it here; a preflight that needs a GPU goes in front of
-    the array as a one-task job (`sbatch --dependency=afterok:<preflight job>`)."""
-    from ptplan.stages._trial import load_task_data
+    """The preflight (`ptplan preflight`) in the submitting process, without the optimizer step: data
+    against the schema, scorer and reward on one example, the backbone, the budget at every corner of
+    the search space, one generated item. A problem refuses the submission (nothing is queued). A
+    preflight that needs the GPU (the one-step check) as a job ahead of the array is not built yet."""
+    from ._preflight import preflight
 
-    t = time.perf_counter()
-    try:
-        data = load_task_data(plan.trial)
-    except Exception as err:  # noqa: BLE001 - any data problem refuses the submission with its message
-        raise StudyError(f"preflight: the plan's data does not load ({type(err).__name__}: {err}); nothing "
-                         "was submitted") from None
-    sizes = {k: len(getattr(data, k)) for k in ("sft_train", "rl_train", "id_test", "ood_test") if hasattr(data, k)}
-    empty = [k for k, n in sizes.items() if n == 0 and (k in ("id_test", "ood_test"))]
-    if empty:
-        raise StudyError(f"preflight: the data has no {', '.join(empty)} items; nothing was submitted")
-    echo(f"preflight (cheap, in this process): plan and data valid in {time.perf_counter() - t:.1f} s")
+    preflight(plan, train_steps=False, echo=echo)
 
 
-# -- the script -----------------------------------------------------------------------------------
 def gpus_per_trial(plan: "StudyPlan", opts: SubmitOptions) -> int:
     return plan.resources.gpus_per_trial if opts.gpus_per_trial is None else opts.gpus_per_trial
 
