@@ -61,7 +61,7 @@ def _representative(done, rec: Recommendation | None, curves: dict) -> list[tupl
 
 def build_report(table: Any, out: Path, *, budget: float | None = None, objective: str = "balanced",
                  base_dir: Path | None = None, title: str = "ptplan report", front: list[dict] | None = None,
-                 unit: str | None = None) -> Report:
+                 unit: str | None = None, items: dict[str, int] | None = None) -> Report:
     """Write report.md, report.html and the PNG plots of a trial table into `out`; never fails on
     an empty or all-failed table (it writes what it can and says why the rest is missing)."""
     from ptplan.studies import pareto_front
@@ -88,7 +88,7 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
     rec = None
     if done.height:
         try:
-            rec = recommend(done, budget, objective)
+            rec = recommend(done, budget, objective, items=items)
         except Exception as err:  # noqa: BLE001 - a failed model fit must not lose the rest of the report
             notes.append(f"recommendation failed: {err}")
     if front is None:
@@ -166,7 +166,14 @@ def _rec_lines(rec: Recommendation | None) -> list[str]:
             return "-"
         return f"{d['mean']:.3f}" + ("" if d.get("low") is None else f" [{d['low']:.3f}, {d['high']:.3f}]")
 
-    lines.append(f"Predicted ID {iv('id')}, OOD {iv('ood')} (80% intervals).")
+    lines.append(f"Predicted ID {iv('id')}, OOD {iv('ood')} (80% intervals for the expected score).")
+    if (pr.get("ood") or {}).get("rerun_low") is not None:
+        lines.append(f"One re-run (80%): ID [{pr['id']['rerun_low']:.3f}, {pr['id']['rerun_high']:.3f}], "
+                     f"OOD [{pr['ood']['rerun_low']:.3f}, {pr['ood']['rerun_high']:.3f}].")
+    if rec.reason:
+        lines.append(f"Why: {rec.reason}.")
+    if rec.indistinguishable:
+        lines.append(f"{len(rec.indistinguishable)} of the top candidates are statistically indistinguishable from it.")
     h = rec.handover
     if h.get("ood_peak_fraction") is not None:
         lines.append(f"Hand over SFT -> RL after SFT's {h['sft_share']:.1%}; SFT's OOD peak is predicted at "
