@@ -1,4 +1,4 @@
-"""`ptplan surrogate eval TABLE`: leave-one-trial-out accuracy of the surrogates against their baselines."""
+"""`ptplan surrogate eval TABLE`: held-out accuracy of the surrogates against their baselines."""
 
 from __future__ import annotations
 
@@ -58,22 +58,25 @@ def _curve_table(summary, counts: dict) -> Table:
     return table
 
 
-def _outcome_table(summary) -> Table:
+def _outcome_table(summary, how: str = "") -> Table:
     from ptplan.surrogates import TARGET_SPEARMAN
 
-    table = Table(title="Outcome from the allocation: held-out trials",
-                  caption=f"Target for the outcome model: Spearman >= {TARGET_SPEARMAN:.1f} for final OOD and ID.")
-    for col in ("model", "target", "trials", "Spearman", "MAE", "coverage", "target met"):
+    table = Table(title=f"Outcome from the allocation: held-out trials ({how})",
+                  caption=f"Target for the outcome model: Spearman >= {TARGET_SPEARMAN:.1f} for final OOD and ID. "
+                          "Coverage of the held-out trial's own score by the expected-score interval and by the "
+                          "one-re-run interval (80%).")
+    for col in ("model", "target", "trials", "Spearman", "MAE", "coverage", "re-run coverage", "target met"):
         table.add_column(col, justify="left" if col in ("model", "target", "target met") else "right")
     for r in summary.iter_rows(named=True):
         if "target" not in r or r.get("target") is None:
-            table.add_row(r["model"], "-", str(r.get("trials", 0)), "-", "-", "-", "too few trials")
+            table.add_row(r["model"], "-", str(r.get("trials", 0)), "-", "-", "-", "-", "too few trials")
             continue
         met = ""
         if r["model"] == "outcome-model" and r["target"] in ("id", "ood"):
             met = _check(r["spearman"] == r["spearman"] and r["spearman"] >= TARGET_SPEARMAN)
         table.add_row(r["model"], r["target"], str(r["trials"]), _num(r["spearman"], 2), _num(r["mae"]),
-                      _num(r["coverage"], 2), met, style="bold" if r["model"] == "outcome-model" else None)
+                      _num(r["coverage"], 2), _num(r.get("rerun_coverage"), 2), met,
+                      style="bold" if r["model"] == "outcome-model" else None)
     return table
 
 
@@ -103,7 +106,20 @@ def read_curve_files(paths: list[str]) -> dict:
     return out
 
 
-def surrogate_eval(source: str, console: Console, curve_files: list[str] = ()) -> int:
+def parse_items(items: str | None) -> dict[str, int] | None:
+    """'ID,OOD' item counts -> {"id": ID, "ood": OOD}."""
+    if items is None:
+        return None
+    try:
+        idn, oodn = (int(v) for v in items.split(","))
+        if idn > 0 and oodn > 0:
+            return {"id": idn, "ood": oodn}
+    except ValueError:
+        pass
+    raise ValueError(f"--items must be two positive integers 'ID,OOD' (e.g. 64,128), got {items!r}")
+
+
+def surrogate_eval(source: str, console: Console, curve_files: list[str] = (), items: str | None = None) -> int:
     """Evaluate both surrogates on a trial table file (Parquet or CSV with a `curves` column) and print them.
 
     With `curve_files`, the curve models are scored on the SFT curves in those files instead of the
@@ -119,6 +135,7 @@ def surrogate_eval(source: str, console: Console, curve_files: list[str] = ()) -
         if missing:
             raise ValueError(f"{source}: not a trial table, missing column(s) {', '.join(missing)}")
         curves = read_curve_files(list(curve_files)) if curve_files else None
+        counts = parse_items(items)
     except Exception as err:  # unreadable file, wrong format: a bad input, not a crash
         console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         return EXIT_BAD_INPUT
@@ -126,9 +143,9 @@ def surrogate_eval(source: str, console: Console, curve_files: list[str] = ()) -
         def progress(phase: str, done: int, total: int) -> None:
             status.update(f"evaluating {phase}: {done}/{total} held out")
 
-        result = evaluate(table, curves=curves, base_dir=path.parent, progress=progress)
+        result = evaluate(table, curves=curves, base_dir=path.parent, progress=progress, items=counts)
     console.print(_curve_table(result["curve"], result["counts"]))
-    console.print(_outcome_table(result["outcome"]))
+    console.print(_outcome_table(result["outcome"], result.get("outcome_how", "")))
     counts = result["counts"]
     console.print(f"SFT curves: {counts['curves']} read, {counts['evaluated']} scored, {counts['censored']} still "
                   f"rising at the end (censored), {counts['flat']} flat, {counts['short']} too short, "
