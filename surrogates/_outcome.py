@@ -11,8 +11,11 @@ Noise the model knows: each score is a fraction of n evaluation items, so a row'
 binomial variance p(1-p)/n (n from `id_items`/`ood_items` columns, else the estimator's arguments);
 it enters the GP as a per-row noise floor. Replicates (rows with the same allocation and different
 training seeds) give a pooled within-allocation variance; without replicates the re-run noise falls
-back to the binomial floor. Two intervals: `<t>_low/_high` for the expected score of an allocation
-(the GP's latent mean), `<t>_rerun_low/_rerun_high` for one new run of it (latent + re-run noise).
+back to the binomial floor. Runs of one training seed share that seed's offset (regenerated data
+and checkpoints), which a study at one seed cannot see: the model counts it as one draw of the
+re-run noise per seed in the table. Two intervals: `<t>_low/_high` for the expected score of an
+allocation (its mean over seeds: latent variance + re-run noise / seeds), `<t>_rerun_low/_rerun_high`
+for one new run of it with a new seed (latent + re-run noise * (1 + 1/seeds)).
 """
 
 from __future__ import annotations
@@ -173,11 +176,11 @@ class _Process:
     LOO_TRIALS = 300  # from here on hyperparameters are well determined and leave-one-out is honest
 
     def __init__(self, X: np.ndarray, y: np.ndarray, level: float, max_opt_samples: int, rng,
-                 floor: np.ndarray | None = None, replicate_var: float | None = None):
+                 floor: np.ndarray | None = None, replicate_var: float | None = None, seeds: int = 1):
         self.n = len(y)
         self.mean_y = float(np.mean(y)) if len(y) else 0.5
         self.std_y = float(np.std(y)) if len(y) > 1 and np.std(y) > 1e-9 else 1.0
-        self.scale, self.gp, self.replicate_var = 1.0, None, replicate_var
+        self.scale, self.gp, self.replicate_var, self.seeds = 1.0, None, replicate_var, max(int(seeds), 1)
         floor = np.zeros(len(y)) if floor is None else np.asarray(floor, float)
         self.mean_floor = float(floor.mean()) if len(floor) else 0.0
         if len(y) < 3:
@@ -219,10 +222,12 @@ class _Process:
         return float(np.clip(np.quantile(zs, q) / norm.ppf(0.5 + level / 2), 0.5, 4.0))
 
     def predict(self, X: np.ndarray, items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean, sd of the expected score (latent mean) and sd of one re-run, in score units.
+        """Mean, sd of the expected score (mean over seeds) and sd of one re-run, in score units.
 
         Re-run noise: the replicate variance when replicates were seen, else the binomial floor at the
-        predicted score (`items` per query), and never less than the noise seen within the study."""
+        predicted score (`items` per query), and never less than the noise seen within the study. The
+        fitted mean carries the offsets of the table's seeds: re-run noise / seeds on top of the
+        latent variance."""
         if self.gp is None:
             spread = 0.5 if self.n < 2 else max(self.std_y, 0.1)
             return np.full(len(X), self.mean_y), np.full(len(X), spread), np.full(len(X), spread)
@@ -232,7 +237,8 @@ class _Process:
         floor = binomial_var(np.clip(mean, 0, 1), items) if items is not None else np.full(len(X), self.mean_floor)
         within = floor + _white(self.gp) * self.std_y ** 2
         noise = np.maximum(within, self.replicate_var) if self.replicate_var is not None else within
-        return mean, np.sqrt(latent), np.sqrt(latent + noise)
+        expected = latent + noise / self.seeds
+        return mean, np.sqrt(expected), np.sqrt(expected + noise)
 
 
 class OutcomeModel(BaseEstimator):
@@ -320,6 +326,8 @@ class OutcomeModel(BaseEstimator):
         self.replicates_ = {}  # per target: (allocations with >= 2 runs, degrees of freedom, variance)
         self.noise_source_ = {}
         groups = np.unique(np.round(X, 9), axis=0, return_inverse=True)[1].ravel() if len(X) else np.zeros(0, int)
+        seed_col = "seed" if "seed" in frame.columns else None
+        self.seeds_ = len(set(frame[seed_col].drop_nulls().to_list())) or 1 if seed_col else 1
         for t in TARGETS:
             yv = (np.array([np.nan if v is None else float(v) for v in frame[t].to_list()])
                   if t in frame.columns else np.full(frame.height, np.nan))
@@ -335,7 +343,8 @@ class OutcomeModel(BaseEstimator):
                 self.noise_source_[t] = f"replicates ({rep[0]} allocations, {rep[1]} df)"
             else:
                 self.noise_source_[t] = "binomial floor" if items is not None and t in SCORES else "none"
-            self.processes_[t] = _Process(Z[ok], yv[ok], self.level, int(self.max_opt_samples), rng, floor, rep_var)
+            self.processes_[t] = _Process(Z[ok], yv[ok], self.level, int(self.max_opt_samples), rng, floor, rep_var,
+                                          self.seeds_)
         return self
 
     def _design(self, table) -> tuple[np.ndarray, np.ndarray, list[str]]:
