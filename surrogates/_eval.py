@@ -3,9 +3,9 @@
 Curve model: for each SFT curve, fit on all other curves, observe the first 30% (50%) of the slice
 and compare the predicted OOD peak with the recorded one. Trials that share an SFT stage (reused
 checkpoints give identical curves) are left out together, so a curve never predicts itself.
-Outcome model: folds grouped by shared SFT stage (`key_sft`; else identical allocation), so a
-trial's near-copy (same SFT stage, different RL rank) is never in the training fold: leave one group
-out up to 100 groups, else 10 grouped folds. Spearman correlation of predicted and actual final OOD
+Outcome model: folds grouped by shared SFT stage (`key_sft`) and identical allocation, so a trial's
+near-copy (same SFT stage, different RL rank) or replicate (another seed) is never in the training
+fold: leave one group out up to 100 groups, else 10 grouped folds. Spearman correlation of predicted and actual final OOD
 and ID, and coverage of both interval kinds (expected score; one re-run).
 """
 
@@ -179,13 +179,26 @@ def _curve_summary(detail, names: list[str], fractions):
 
 
 def fold_groups(frame: Any) -> np.ndarray:
-    """Group id per row for held-out folds: rows sharing an SFT stage (`key_sft`) are one group;
-    without that column (or where it is empty), rows with identical allocation features."""
+    """Group id per row for held-out folds: rows sharing an SFT stage (`key_sft`) or an identical
+    allocation (replicates with other seeds) are one group, transitively."""
     cols = feature_columns(frame)
     allocs = [tuple(r) for r in frame.select(cols).iter_rows()] if cols else [(i,) for i in range(frame.height)]
     sft = frame["key_sft"].to_list() if "key_sft" in frame.columns else [None] * frame.height
-    keys: dict[Any, int] = {}
-    return np.array([keys.setdefault(("sft", k) if k else ("alloc", a), len(keys)) for k, a in zip(sft, allocs)])
+    parent = list(range(frame.height))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[Any, int] = {}
+    for i, (k, a) in enumerate(zip(sft, allocs)):
+        for key in ([("sft", k)] if k else []) + [("alloc", a)]:
+            j = first.setdefault(key, i)
+            parent[root(i)] = root(j)
+    ids: dict[int, int] = {}
+    return np.array([ids.setdefault(root(i), len(ids)) for i in range(frame.height)], dtype=int)
 
 
 def held_out_outcomes(frame: Any, template: Any, *, folds: int | None = None, loo_max: int = LOTO_MAX_TRIALS,
@@ -205,8 +218,8 @@ def held_out_outcomes(frame: Any, template: Any, *, folds: int | None = None, lo
     groups = fold_groups(frame)
     g = int(groups.max()) + 1 if n else 0
     k = g if (folds is None and g <= loo_max) else min(folds or 10, g)
-    how = (f"leave-one-group-out ({g} groups by shared SFT stage, {n} trials)" if k == g
-           else f"{k}-fold cross-validation grouped by shared SFT stage ({g} groups, {n} trials)")
+    how = (f"leave-one-group-out ({g} groups by shared SFT stage or allocation, {n} trials)" if k == g
+           else f"{k}-fold cross-validation grouped by shared SFT stage or allocation ({g} groups, {n} trials)")
     fold = (np.random.default_rng(random_state).permutation(g) % k)[groups]
     parts = []
     for done, j in enumerate(range(k), 1):
