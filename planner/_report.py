@@ -126,7 +126,7 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
             f"needs >= {MIN_CALIBRATION} completed trials, have {done.height}"
     plot("Budget ledger per stage", "ledger.png", _plots.ledger, frame, unit or "budget unit")
     plot("Failures by reason", "failures.png", _plots.failures, frame)
-    rep = Report(out=out, counts=counts, recommendation=rec, findings=findings(done, points), plots=plots,
+    rep = Report(out=out, counts=counts, recommendation=rec, findings=findings(done, points, (items or {}).get("ood")), plots=plots,
                  skipped=skipped, notes=notes)
     rep.markdown = out / "report.md"
     rep.markdown.write_text(_markdown(rep, title))
@@ -190,7 +190,7 @@ def _markdown(rep: Report, title: str) -> str:
     md += ["## Recommendation", ""] + [f"{line}  " for line in _rec_lines(rep.recommendation)] + [""]
     md += ["## Findings (seed observations, checked on this study)", "", "| observation | verdict | evidence |",
            "|---|---|---|"]
-    md += [f"| {f.claim} | {f.verdict} | {f.evidence or '-'} |" for f in rep.findings]
+    md += [f"| {f.claim} | {f.verdict} | {f.detail()} |" for f in rep.findings]
     md += ["", "## Plots", ""]
     for name, path in rep.plots.items():
         md += [f"### {name}", "", f"![{name}]({path.name})", ""]
@@ -211,7 +211,7 @@ def _html(rep: Report, title: str) -> str:
                                           for line in _rec_lines(rep.recommendation)]
     h += ["<h2>Findings (seed observations, checked on this study)</h2><table>",
           "<tr><th>observation</th><th>verdict</th><th>evidence</th></tr>"]
-    h += [f"<tr><td>{e(f.claim)}</td><td>{e(f.verdict)}</td><td>{e(f.evidence or '-')}</td></tr>" for f in rep.findings]
+    h += [f"<tr><td>{e(f.claim)}</td><td>{e(f.verdict)}</td><td>{e(f.detail())}</td></tr>" for f in rep.findings]
     h += ["</table><h2>Plots</h2>"]
     for name, path in rep.plots.items():
         data = base64.b64encode(path.read_bytes()).decode()

@@ -26,7 +26,7 @@ def print_report(console, rep: Report) -> None:
     for col in ("observation", "verdict", "evidence"):
         t.add_column(col, overflow="fold")
     for f in rep.findings:
-        t.add_row(escape(f.claim), escape(f.verdict), escape(f.evidence or "-"))
+        t.add_row(escape(f.claim), escape(f.verdict), escape(f.detail()))
     console.print(t)
     for name, why in rep.skipped.items():
         console.print(f"not drawn: {escape(name)} ({escape(why)})", highlight=False, soft_wrap=True)
