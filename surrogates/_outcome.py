@@ -10,10 +10,10 @@ fold below 300 trials, closed-form leave-one-out above.
 Noise the model knows: each score is a fraction of n evaluation items, so a row's score carries a
 binomial variance p(1-p)/n (n from `id_items`/`ood_items` columns, else the estimator's arguments);
 it enters the GP as a per-row noise floor. Replicates (rows with the same allocation and different
-training seeds) give a pooled within-allocation variance; without replicates the re-run noise falls
-back to the binomial floor. Runs of one training seed share that seed's offset (regenerated data
-and checkpoints), which a study at one seed cannot see: the model counts it as one draw of the
-re-run noise per seed in the table. Two intervals: `<t>_low/_high` for the expected score of an
+training seeds) give a pooled within-allocation variance (never below the floor); without
+replicates the re-run noise falls back to the binomial floor. Runs of one training seed share that
+seed's offset (regenerated data and checkpoints), which a study at one seed cannot see: the model
+counts it as one draw of the re-run noise per seed in the table. Two intervals: `<t>_low/_high` for the expected score of an
 allocation (its mean over seeds: latent variance + re-run noise / seeds), `<t>_rerun_low/_rerun_high`
 for one new run of it with a new seed (latent + re-run noise * (1 + 1/seeds)).
 """
@@ -224,8 +224,8 @@ class _Process:
     def predict(self, X: np.ndarray, items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean, sd of the expected score (mean over seeds) and sd of one re-run, in score units.
 
-        Re-run noise: the replicate variance when replicates were seen, else the binomial floor at the
-        predicted score (`items` per query), and never less than the noise seen within the study. The
+        Re-run noise: the binomial floor at the predicted score (`items` per query) plus the noise the
+        GP saw within the study, or the pooled replicate variance where replicates show more. The
         fitted mean carries the offsets of the table's seeds: re-run noise / seeds on top of the
         latent variance."""
         if self.gp is None:
