@@ -285,8 +285,7 @@ def recommend(table: Any, budget: float | None = None, objective: str = "balance
         score = weighted_score(pred["id"].to_numpy(), pred["ood"].to_numpy(), w)
     sd = _score_sd(pred, w, "sd")
     best = int(np.argmax(score))
-    predicted = {_key(r, alloc_cols): float(v) for r, v in zip(cands.iter_rows(named=True), score)}
-    obs = _best_observed(done, alloc_cols, w, B, predicted)
+    obs = _best_observed(done, alloc_cols, w, B)
     obs_i = next(i for i, r in enumerate(cands.iter_rows(named=True)) if _key(r, alloc_cols) == obs["key"])
     rerun = float(_score_sd(pred[obs_i], w, "rerun_sd")[0])
     se = math.hypot(float(sd[best]), rerun / math.sqrt(obs["runs"]))
@@ -341,10 +340,10 @@ def _score_sd(pred, w: float, kind: str) -> np.ndarray:
     return np.sqrt(((1 - w) * pred[f"id_{kind}"].to_numpy()) ** 2 + (w * pred[f"ood_{kind}"].to_numpy()) ** 2)
 
 
-def _best_observed(done, alloc_cols: list[str], w: float, budget: float | None, predicted: dict) -> dict:
+def _best_observed(done, alloc_cols: list[str], w: float, budget: float | None) -> dict:
     """The completed allocation with the best mean observed score over its runs (at `budget` when some
-    trials ran there; exact ties broken by the `predicted` score), with its run count, mean ID/OOD and
-    best-scoring trial number."""
+    trials ran there; exact ties: the one with more runs, then the first run), with its run count,
+    mean ID/OOD and best-scoring trial number."""
     rows = list(done.iter_rows(named=True))
     if budget is not None and "budget_total" in done.columns:
         at = [r for r in rows if r.get("budget_total") is not None
@@ -359,7 +358,7 @@ def _best_observed(done, alloc_cols: list[str], w: float, budget: float | None, 
         top = max(rs, key=lambda r: float(weighted_score(r["id"], r["ood"], w)))
         out.append({"key": k, "score": float(weighted_score(i, o, w)), "id": i, "ood": o, "runs": len(rs),
                     "number": top.get("number")})
-    return max(out, key=lambda d: (round(d["score"], 9), predicted.get(d["key"], -math.inf)))
+    return max(out, key=lambda d: (round(d["score"], 9), d["runs"]))  # max keeps the first of equals
 
 
 def _indistinguishable(cands, score, sd, chosen: int, alloc_cols: list[str], done_keys: set,
