@@ -84,7 +84,7 @@ def print_recommendation(console, rec: Recommendation) -> None:
     console.print(p)
     if rec.indistinguishable:
         u = Table(title="statistically indistinguishable from the recommendation (top candidates)")
-        for col in ("#", "shares c/s/r", "ranks c/s/r", "score", "difference", "SE", "run?"):
+        for col in ("#", "shares c/s/r", "ranks c/s/r", "predicted score", "minus the recommended", "SE", "run?"):
             u.add_column(col, justify="right")
         for r in rec.indistinguishable:
             u.add_row(_f(r["number"]), "/".join("-" if r["shares"][s] is None else f"{r['shares'][s]:.2f}"
