@@ -297,12 +297,17 @@ def findings(done, points: dict, ood_items: int | None = None) -> list[Finding]:
 
 
 # -- calibration -----------------------------------------------------------------------------------
-def held_out_ood(done, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """Held-out OOD predictions of the outcome model: leave-one-out up to LOO_MAX trials, else 5-fold."""
+def held_out_ood(done, seed: int = 0, items: dict[str, int] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Held-out OOD predictions of the outcome model with their one-run intervals (a held-out trial is
+    one run): folds grouped by shared SFT stage, leave-one-group-out up to LOO_MAX groups, else 5-fold."""
     from ptplan.surrogates import OutcomeModel, held_out_outcomes
 
-    pred, how = held_out_outcomes(done, OutcomeModel(level=0.8), folds=None if done.height <= LOO_MAX else 5,
-                                  loo_max=LOO_MAX, random_state=seed)
-    return _col(done, "ood"), pred["ood"].to_numpy(), pred["ood_low"].to_numpy(), pred["ood_high"].to_numpy(), how
+    items = items or {}
+    model = OutcomeModel(level=0.8, id_items=items.get("id"), ood_items=items.get("ood"))
+    pred, how = held_out_outcomes(done, model, folds=None if done.height <= LOO_MAX else 5, loo_max=LOO_MAX,
+                                  random_state=seed)
+    return (_col(done, "ood"), pred["ood"].to_numpy(), pred["ood_rerun_low"].to_numpy(),
+            pred["ood_rerun_high"].to_numpy(), how + ",\n80% one-run intervals")
 
 

@@ -116,7 +116,7 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
     plot("Allocation heat map (SFT share x RL rank, mean OOD)", "heatmap.png", _plots.heatmap, done)
     if done.height >= MIN_CALIBRATION:
         try:
-            actual, mean, low, high, how = held_out_ood(done)
+            actual, mean, low, high, how = held_out_ood(done, items=items)
             plot("Surrogate calibration (held-out OOD)", "calibration.png",
                  lambda p: _plots.calibration(actual, mean, low, high, how, p))
         except Exception as err:  # noqa: BLE001
