@@ -13,9 +13,10 @@ it enters the GP as a per-row noise floor. Replicates (rows with the same alloca
 training seeds) give a pooled within-allocation variance (never below the floor); without
 replicates the re-run noise falls back to the binomial floor. Runs of one training seed share that
 seed's offset (regenerated data and checkpoints), which a study at one seed cannot see: the model
-counts it as one draw of the re-run noise per seed in the table. Two intervals: `<t>_low/_high` for the expected score of an
-allocation (its mean over seeds: latent variance + re-run noise / seeds), `<t>_rerun_low/_rerun_high`
-for one new run of it with a new seed (latent + re-run noise * (1 + 1/seeds)).
+counts it as one draw of the re-run noise per seed in the table. Two intervals: `<t>_low/_high` for
+the expected score of an allocation (its mean over seeds: latent variance + re-run noise / seeds),
+`<t>_rerun_low/_rerun_high` for one new run of it with a new seed (latent + re-run noise * (1 +
+1/seeds)). The GP's white-noise lower bound is low (1e-3 standardized) so the floor can carry it.
 """
 
 from __future__ import annotations
