@@ -131,7 +131,8 @@ def main() -> None:
                 return "-"
             if k in ("fallback", "offgrid"):
                 return f"{v.mean():.0%}"
-            return f"{v.mean():.{digits}f} ± {v.std(ddof=1) / np.sqrt(len(v)):.{digits}f} (sd {v.std(ddof=1):.{digits}f})"
+            sd = v.std(ddof=1)
+            return f"{v.mean():.{digits}f} ± {sd / np.sqrt(len(v)):.{digits}f} (sd {sd:.{digits}f})"
 
         trials = np.mean([r["trials"] for r in rows])
         print(f"| {n} | {trials:.1f} | " + " | ".join(cell(k, 3 if k.startswith("regret") else 2)

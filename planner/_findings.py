@@ -149,7 +149,8 @@ def _stage_points(c) -> dict[str, Any]:
 
 # -- findings --------------------------------------------------------------------------------------
 def _too_few(n: int) -> str:
-    return f"too few trials to tell (only {n} completed trial{'s' if n != 1 else ''}; at least {max(4 - n, 1)} more needed)"
+    plural = "s" if n != 1 else ""
+    return f"too few trials to tell (only {n} completed trial{plural}; at least {max(4 - n, 1)} more needed)"
 
 
 def _fmt_rho(name: str, n: int, rho: float | None, se: float, z: float) -> str:

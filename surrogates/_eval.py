@@ -5,8 +5,8 @@ and compare the predicted OOD peak with the recorded one. Trials that share an S
 checkpoints give identical curves) are left out together, so a curve never predicts itself.
 Outcome model: folds grouped by shared SFT stage (`key_sft`) and identical allocation, so a trial's
 near-copy (same SFT stage, different RL rank) or replicate (another seed) is never in the training
-fold: leave one group out up to 100 groups, else 10 grouped folds. Spearman correlation of predicted and actual final OOD
-and ID, and coverage of both interval kinds (expected score; one re-run).
+fold: leave one group out up to 100 groups, else 10 grouped folds. Spearman correlation of predicted
+and actual final OOD and ID, and coverage of both interval kinds (expected score; one re-run).
 """
 
 from __future__ import annotations
