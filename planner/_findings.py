@@ -21,7 +21,7 @@ from ptplan.stages.record import peak_index, sft_slice, weighted_score
 from . import _plots
 
 LOO_MAX = 20  # leave-one-out up to here, 5-fold cross-validation above
-Z_CRIT = 1.96  # two-sided 5%
+Z_CRIT = 1.96  # two-sided 5% (normal); means of few trials use Student's t (`_crit`)
 PEAK_SE = 2.0  # an OOD peak is real when it rises above the SFT-start score by more than this many binomial SE
 DEFAULT_OOD_ITEMS = 64  # the default plan's data.sizes.ood_test, when neither the table nor the plan says
 MAX_NEEDED = 1000
@@ -53,6 +53,13 @@ def _mean_test(x) -> tuple[int, float, float, float]:
     m, se = float(x.mean()), float(x.std(ddof=1) / math.sqrt(n))
     z = m / se if se > 0 else (math.inf if m != 0 else 0.0)
     return n, m, se, z
+
+
+def _crit(dof: float) -> float:
+    """Two-sided 5% critical value of Student's t with `dof` degrees of freedom (normal when unknown)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof)) if dof and dof >= 1 else math.inf
 
 
 def _needed_for_mean(n: int, effect: float, se: float) -> int | None:
@@ -198,7 +205,7 @@ def finding_cpt(done, points: dict) -> Finding:
 def finding_sft(done, points: dict, ood_items: int | None = None) -> Finding:
     claim = "SFT raises ID while OOD peaks early and declines"
     items = ood_items or DEFAULT_OOD_ITEMS
-    test = (f"ID gain over SFT: mean over trials, z against 0; OOD peak real where it exceeds the SFT-start score "
+    test = (f"ID gain over SFT: mean over trials, t against 0 (5%); OOD peak real where it exceeds the SFT-start score "
             f"by > {PEAK_SE:g} binomial SE ({items} OOD items{'' if ood_items else ', the default plan size'})")
     sft = [p for p in points.values() if "sft_id_gain" in p]
     if len(sft) < 4:
@@ -211,13 +218,14 @@ def finding_sft(done, points: dict, ood_items: int | None = None) -> Finding:
         if p["sft_peak_ood"] - p["sft_start_ood"] > PEAK_SE * noise:
             real.append(p)
             early_decline.append(p["sft_peak_fraction"] <= 0.5 and p["sft_decline"] > PEAK_SE * noise)
-    parts = [f"ID gain over SFT {gain:+.3f} (SE {se:.3f}, n {n}, z {z:+.1f})",
+    parts = [f"ID gain over SFT {gain:+.3f} (SE {se:.3f}, n {n}, t {z:+.1f})",
              f"OOD rose above the SFT-start score by > {PEAK_SE:g} SE in {len(real)} of {n} trials"]
     if real:
         parts.append(f"of those, {sum(early_decline)} peaked in the first half of SFT and then fell by > "
                      f"{PEAK_SE:g} SE")
     ev = "; ".join(parts)
-    id_rises = z > Z_CRIT
+    crit = _crit(n - 1)
+    id_rises = z > crit
     peaks = len(real) >= n / 2 and sum(early_decline) >= len(real) / 2
     if id_rises and peaks:
         return Finding(claim, "holds", ev, test, n, gain, se)
@@ -226,14 +234,14 @@ def finding_sft(done, points: dict, ood_items: int | None = None) -> Finding:
     if id_rises:
         return Finding(claim, "partly holds (ID rises; OOD peaks early and declines in few trials)", ev, test, n,
                        gain, se)
-    if z < -Z_CRIT:
+    if z < -crit:
         return Finding(claim, "contradicted (ID fell during SFT)", ev, test, n, gain, se)
     return Finding(claim, too_few(n, _needed_for_mean(n, gain, se)), ev, test, n, gain, se)
 
 
 def finding_rl(done, points: dict) -> Finding:
     claim = "RL from a strong SFT checkpoint raises OOD"
-    test = "mean OOD change over RL in the stronger half of SFT checkpoints (by SFT-end ID), z against 0"
+    test = "mean OOD change over RL in the stronger half of SFT checkpoints (by SFT-end ID), t against 0 (5%)"
     rl = [p for p in points.values() if "rl_ood_gain" in p]
     if len(rl) < 4:
         return Finding(claim, _too_few(len(rl)), f"RL curves for {len(rl)} trial(s)", test, len(rl))
@@ -243,19 +251,20 @@ def finding_rl(done, points: dict) -> Finding:
     strong[np.argsort(-end_id, kind="stable")[: (len(rl) + 1) // 2]] = True
     n, gs, se, z = _mean_test(gain[strong])
     gw = float(gain[~strong].mean()) if (~strong).any() else float("nan")
-    ev = (f"OOD change over RL: {gs:+.3f} (SE {se:.3f}, n {n}, z {z:+.1f}) from the stronger half of SFT checkpoints "
+    ev = (f"OOD change over RL: {gs:+.3f} (SE {se:.3f}, n {n}, t {z:+.1f}) from the stronger half of SFT checkpoints "
           f"(SFT-end ID >= {end_id[strong].min():.3f}), {gw:+.3f} from the weaker half; positive in "
           f"{np.mean(gain[strong] > 0):.0%} of the strong ones")
-    if z > Z_CRIT:
+    crit = _crit(n - 1)
+    if z > crit:
         return Finding(claim, "holds", ev, test, n, gs, se)
-    if z < -Z_CRIT:
+    if z < -crit:
         return Finding(claim, "contradicted", ev, test, n, gs, se)
     return Finding(claim, too_few(n, _needed_for_mean(n, gs, se)), ev, test, n, gs, se)
 
 
 def finding_tradeoff(done) -> Finding:
     claim = "brief SFT + larger RL share + asymmetric ranks give the best trade-off"
-    test = "difference of mean 0.5*ID+0.5*OOD with and without the pattern (Welch SE, two-sided 5%)"
+    test = "difference of mean 0.5*ID+0.5*OOD with and without the pattern (Welch SE, t with n - 2 df, 5%)"
     if done.height < 4:
         return Finding(claim, _too_few(done.height), "", test, done.height)
     sft, rl = _col(done, "share_sft"), _col(done, "share_rl")
@@ -283,9 +292,10 @@ def finding_tradeoff(done) -> Finding:
         return Finding(claim, _too_few(min(len(a), len(b))) if min(len(a), len(b)) < 2 else too_few(n, None), ev,
                        test, n, diff, se)
     z = diff / se if se > 0 else (math.copysign(math.inf, diff) if diff else 0.0)
-    if z > Z_CRIT:
+    crit = _crit(n - 2)
+    if z > crit:
         return Finding(claim, "holds" if pattern[best] else "partly holds", ev, test, n, diff, se)
-    if z < -Z_CRIT:
+    if z < -crit:
         return Finding(claim, "contradicted", ev, test, n, diff, se)
     sd = se * math.sqrt(n / 4)  # per-trial spread behind se, for balanced groups of n / 2
     needed = math.ceil(4 * (Z_CRIT * sd / abs(diff)) ** 2) if diff else None

@@ -88,7 +88,9 @@ def test_full_report_has_every_plot_and_computed_findings(tmp_path):
     verdicts = {f.claim.split()[0]: f.verdict for f in rep.findings}
     # ID rises with the CPT share in every trial (rho 1); OOD's rank correlation on 6 trials is within noise
     assert verdicts["CPT"] == "partly holds"
-    assert verdicts["SFT"] == "holds" and verdicts["RL"] == "holds"
+    assert verdicts["SFT"] == "holds"
+    # RL raised OOD by +0.22 on average in the stronger half, but that half is 3 trials (t 3.1 < 4.30)
+    assert verdicts["RL"].startswith("too few trials to tell")
     html = (tmp_path / "r" / "report.html").read_text()
     assert "findings" in html.lower() and rep.recommendation.ok
 
