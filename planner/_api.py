@@ -144,8 +144,16 @@ def recommend(study_or_table: Any, budget: float | None = None, objective: str =
     predicted ID/OOD intervals and the trials behind it. `.to_dict()` is what `--json` prints."""
     from ._recommend import recommend as _recommend
 
-    table, _ = _table_of(study_or_table)
-    return _recommend(table, budget, objective)
+    table, study = _table_of(study_or_table)
+    return _recommend(table, budget, objective, items=items_of(study.plan) if study is not None else None)
+
+
+def items_of(plan: "Plan") -> dict[str, int] | None:
+    """Evaluation items behind one ID / OOD score of a plan's built-in suite (None for user files)."""
+    data = plan.trial.data
+    if getattr(data, "files", None):
+        return None
+    return {"id": data.sizes.id_test, "ood": data.sizes.ood_test}
 
 
 def report(study_or_table: Any, out: str | Path | None = None, budget: float | None = None,
@@ -166,4 +174,5 @@ def report(study_or_table: Any, out: str | Path | None = None, budget: float | N
 
         raise RecommendError("report needs `out` (a folder) when given a table rather than a Study")
     return build_report(table, Path(out), budget=budget, objective=objective, base_dir=base_dir,
+                        items=items_of(study.plan) if study is not None else None,
                         title=title or "ptplan report", front=front, unit=unit)

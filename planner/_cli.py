@@ -224,11 +224,15 @@ def surrogate_eval(
         help="curve points in one Parquet file (columns stage, compute, id, ood, loss and the trial's key columns "
              "among suite, seed, arm, number), instead of the table's `curves` paths; repeatable")] = None,
     format: FormatOpt = None,
+    items: Annotated[Optional[str], typer.Option(
+        help="evaluation items behind one ID and one OOD score, 'ID,OOD' (the plan's data.sizes id_test,ood_test), "
+             "for the binomial noise floor when the table has no id_items/ood_items columns")] = None,
 ) -> None:
-    """Leave-one-trial-out accuracy of the curve and outcome models against the baselines."""
+    """Held-out accuracy of the curve and outcome models against the baselines (folds grouped by shared
+    SFT stage), with coverage of the expected-score and re-run intervals."""
     from ._surrogate_cmd import surrogate_eval as run_eval
 
-    raise typer.Exit(run_eval(table, console, curves or [], fmt=format))
+    raise typer.Exit(run_eval(table, console, curves or [], fmt=format, items=items))
 
 
 @app.command()

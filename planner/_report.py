@@ -77,7 +77,7 @@ def _representative(done, rec: Recommendation | None, curves: dict) -> list[tupl
 
 def build_report(table: Any, out: Path, *, budget: float | None = None, objective: str = "balanced",
                  base_dir: Path | None = None, title: str = "ptplan report", front: list[dict] | None = None,
-                 unit: str | None = None) -> Report:
+                 unit: str | None = None, items: dict[str, int] | None = None) -> Report:
     """Write report.md, report.html and the PNG plots of a trial table into `out`; never fails on
     an empty or all-failed table (it writes what it can and says why the rest is missing)."""
     from ptplan.studies import pareto_front
@@ -110,7 +110,7 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
     rec = None
     if done.height:
         try:
-            rec = recommend(done, budget, objective)
+            rec = recommend(done, budget, objective, items=items)
         except Exception as err:  # noqa: BLE001 - a failed model fit must not lose the rest of the report
             notes.append(f"recommendation failed: {err}")
     if front is None:
@@ -138,7 +138,7 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
     plot("Allocation heat map (SFT share x RL rank, mean OOD)", "heatmap.png", _plots.heatmap, done)
     if done.height >= MIN_CALIBRATION:
         try:
-            actual, mean, low, high, how = held_out_ood(done)
+            actual, mean, low, high, how = held_out_ood(done, items=items)
             plot("Surrogate calibration (held-out OOD)", "calibration.png",
                  lambda p: _plots.calibration(actual, mean, low, high, how, p))
         except Exception as err:  # noqa: BLE001
@@ -148,7 +148,8 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
             f"needs >= {MIN_CALIBRATION} completed trials, have {done.height}"
     plot("Budget ledger per stage", "ledger.png", _plots.ledger, frame, unit or "budget unit")
     plot("Failures by reason", "failures.png", _plots.failures, frame)
-    rep = Report(out=out, counts=counts, recommendation=rec, findings=findings(done, points), plots=plots,
+    rep = Report(out=out, counts=counts, recommendation=rec,
+                 findings=findings(done, points, (items or {}).get("ood")), plots=plots,
                  skipped=skipped, notes=notes, timing=time_breakdown(frame))
     rep.markdown = out / "report.md"
     rep.markdown.write_text(_markdown(rep, title))
@@ -188,7 +189,14 @@ def _rec_lines(rec: Recommendation | None) -> list[str]:
             return "-"
         return f"{d['mean']:.3f}" + ("" if d.get("low") is None else f" [{d['low']:.3f}, {d['high']:.3f}]")
 
-    lines.append(f"Predicted ID {iv('id')}, OOD {iv('ood')} (80% intervals).")
+    lines.append(f"Predicted ID {iv('id')}, OOD {iv('ood')} (80% intervals for the expected score).")
+    if (pr.get("ood") or {}).get("rerun_low") is not None:
+        lines.append(f"One re-run (80%): ID [{pr['id']['rerun_low']:.3f}, {pr['id']['rerun_high']:.3f}], "
+                     f"OOD [{pr['ood']['rerun_low']:.3f}, {pr['ood']['rerun_high']:.3f}].")
+    if rec.reason:
+        lines.append(f"Why: {rec.reason}.")
+    if rec.indistinguishable:
+        lines.append(f"{len(rec.indistinguishable)} of the top candidates are statistically indistinguishable from it.")
     h = rec.handover
     if h.get("ood_peak_fraction") is not None:
         lines.append(f"Hand over SFT -> RL after SFT's {h['sft_share']:.1%}; SFT's OOD peak is predicted at "
@@ -224,7 +232,7 @@ def _markdown(rep: Report, title: str) -> str:
     md += ["## Recommendation", ""] + [f"{line}  " for line in _rec_lines(rep.recommendation)] + [""]
     md += ["## Findings (seed observations, checked on this study)", "", "| observation | verdict | evidence |",
            "|---|---|---|"]
-    md += [f"| {f.claim} | {f.verdict} | {f.evidence or '-'} |" for f in rep.findings]
+    md += [f"| {f.claim} | {f.verdict} | {f.detail()} |" for f in rep.findings]
     md += ["", "## Time per trial", ""] + _timing_lines(rep.timing)
     md += ["", "## Plots", ""]
     for name, path in rep.plots.items():
@@ -246,7 +254,7 @@ def _html(rep: Report, title: str) -> str:
                                           for line in _rec_lines(rep.recommendation)]
     h += ["<h2>Findings (seed observations, checked on this study)</h2><table>",
           "<tr><th>observation</th><th>verdict</th><th>evidence</th></tr>"]
-    h += [f"<tr><td>{e(f.claim)}</td><td>{e(f.verdict)}</td><td>{e(f.evidence or '-')}</td></tr>" for f in rep.findings]
+    h += [f"<tr><td>{e(f.claim)}</td><td>{e(f.verdict)}</td><td>{e(f.detail())}</td></tr>" for f in rep.findings]
     h += ["</table><h2>Time per trial</h2>"]
     if rep.timing:
         h += ["<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in _TIMING_COLS) + "</tr>"]

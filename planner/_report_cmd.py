@@ -26,7 +26,7 @@ def print_report(console, rep: Report) -> None:
     for col in ("observation", "verdict", "evidence"):
         t.add_column(col, overflow="fold")
     for f in rep.findings:
-        t.add_row(escape(f.claim), escape(f.verdict), escape(f.evidence or "-"))
+        t.add_row(escape(f.claim), escape(f.verdict), escape(f.detail()))
     console.print(t)
     if rep.timing:
         from ._report import _TIMING_COLS, _timing_cells

@@ -1,4 +1,4 @@
-"""`ptplan surrogate eval TABLE`: leave-one-trial-out accuracy of the surrogates against their baselines."""
+"""`ptplan surrogate eval TABLE`: held-out accuracy of the surrogates against their baselines."""
 
 from __future__ import annotations
 
@@ -58,25 +58,27 @@ def _curve_table(out, summary, counts: dict) -> None:
                       f"{lo:.2f}-{hi:.2f}.")
 
 
-def _outcome_table(out, summary) -> None:
+def _outcome_table(out, summary, how: str = "") -> None:
     from ptplan.surrogates import TARGET_SPEARMAN
 
-    columns = ("model", "target", "trials", "Spearman", "MAE", "coverage", "target met")
+    columns = ("model", "target", "trials", "Spearman", "MAE", "coverage", "re-run coverage", "target met")
     rows, styles = [], []
     for r in summary.iter_rows(named=True):
         if "target" not in r or r.get("target") is None:
-            rows.append([r["model"], "-", str(r.get("trials", 0)), "-", "-", "-", "too few trials"])
+            rows.append([r["model"], "-", str(r.get("trials", 0)), "-", "-", "-", "-", "too few trials"])
             styles.append(None)
             continue
         met = ""
         if r["model"] == "outcome-model" and r["target"] in ("id", "ood"):
             met = _check(r["spearman"] == r["spearman"] and r["spearman"] >= TARGET_SPEARMAN)
         rows.append([r["model"], r["target"], str(r["trials"]), _num(r["spearman"], 2), _num(r["mae"]),
-                     _num(r["coverage"], 2), met])
+                     _num(r["coverage"], 2), _num(r.get("rerun_coverage"), 2), met])
         styles.append("bold" if r["model"] == "outcome-model" else None)
-    out.table("outcome", "Outcome from the allocation: held-out trials", columns, rows, styles=styles,
+    out.table("outcome", f"Outcome from the allocation: held-out trials ({how})", columns, rows, styles=styles,
               left=("model", "target", "target met"), raw=summary.to_dicts(),
-              caption=f"Target for the outcome model: Spearman >= {TARGET_SPEARMAN:.1f} for final OOD and ID.")
+              caption=f"Target for the outcome model: Spearman >= {TARGET_SPEARMAN:.1f} for final OOD and ID. "
+                      "Coverage of the held-out trial's own score by the expected-score interval and by the "
+                      "one-re-run interval (80%).")
 
 
 CURVE_KEYS = ("suite", "seed", "arm", "number")
@@ -105,7 +107,21 @@ def read_curve_files(paths: list[str]) -> dict:
     return out
 
 
-def surrogate_eval(source: str, console: Console, curve_files: list[str] = (), fmt: str | None = None) -> int:
+def parse_items(items: str | None) -> dict[str, int] | None:
+    """'ID,OOD' item counts -> {"id": ID, "ood": OOD}."""
+    if items is None:
+        return None
+    try:
+        idn, oodn = (int(v) for v in items.split(","))
+        if idn > 0 and oodn > 0:
+            return {"id": idn, "ood": oodn}
+    except ValueError:
+        pass
+    raise ValueError(f"--items must be two positive integers 'ID,OOD' (e.g. 64,128), got {items!r}")
+
+
+def surrogate_eval(source: str, console: Console, curve_files: list[str] = (), fmt: str | None = None,
+                   items: str | None = None) -> int:
     """Evaluate both surrogates on a trial table file (Parquet or CSV with a `curves` column) and print them.
 
     With `curve_files`, the curve models are scored on the SFT curves in those files instead of the
@@ -124,6 +140,7 @@ def surrogate_eval(source: str, console: Console, curve_files: list[str] = (), f
         if missing:
             raise ValueError(f"{source}: not a trial table, missing column(s) {', '.join(missing)}")
         curves = read_curve_files(list(curve_files)) if curve_files else None
+        counts = parse_items(items)
     except Exception as err:  # unreadable file, wrong format: a bad input, not a crash
         console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         return EXIT_BAD_INPUT
@@ -131,9 +148,9 @@ def surrogate_eval(source: str, console: Console, curve_files: list[str] = (), f
         def progress(phase: str, done: int, total: int) -> None:
             status.update(f"evaluating {phase}: {done}/{total} held out")
 
-        result = evaluate(table, curves=curves, base_dir=path.parent, progress=progress)
+        result = evaluate(table, curves=curves, base_dir=path.parent, progress=progress, items=counts)
     _curve_table(out, result["curve"], result["counts"])
-    _outcome_table(out, result["outcome"])
+    _outcome_table(out, result["outcome"], result.get("outcome_how", ""))
     counts = result["counts"]
     out.note(f"SFT curves: {counts['curves']} read, {counts['evaluated']} scored, {counts['censored']} still "
              f"rising at the end (censored), {counts['flat']} flat, {counts['short']} too short, "
