@@ -2,7 +2,7 @@
 1,000 trials with their curves (target <= 30 s); then `ptplan recommend` and `ptplan report` as
 commands on a stored Optuna study of 1,000 finished trials (process start and storage read included).
 
-Inputs are synthetic (surrogates/_synthetic.py): timing only. Both figures include fitting the
+Inputs are synthetic (ptplan.testing, planner/testing/_tables.py): timing only. Both figures include fitting the
 outcome model (recommend fits one; the report fits one more per calibration fold). We report the
 median over `--repeats` of wall time and of process CPU time (these machines are shared, so CPU
 time is the steadier figure).

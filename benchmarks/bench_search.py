@@ -5,7 +5,7 @@
 Each strategy runs `--reps` times (seeds 0..reps-1) against each suite's seed-0 grid
 (benchmarks/data/search_grid.parquet, recorded by benchmarks/record_search_grid.py). A proposal is
 answered by the nearest recorded cell and charged the compute that cell recorded; strategies see
-only what they paid for (studies/_replay.py). Reported: compute until the best found is within 1
+only what they paid for (ptplan.testing.replay). Reported: compute until the best found is within 1
 point of the grid's best OOD (and weighted 0.5 ID + 0.5 OOD) cell, as % of the full grid's compute
 (median [IQR]; a replay that never gets there counts as the cap, `--cap` x the grid), and the
 normalized hypervolume of the found (ID, OOD) front at 10/30/50% of the grid's compute. Writes
@@ -309,7 +309,7 @@ def main() -> None:
            "may propose a cell it already ran: like a plain Optuna loop, it is run and charged again (ptplan's "
            "sampler never repeats one). Every strategy proposes through the plan's search space as `ptplan run` "
            "does; each proposal is answered by the nearest recorded cell, charged what that cell recorded, and "
-           "only what was paid for is revealed (studies/_replay.py).", ""]
+           "only what was paid for is revealed (ptplan.testing.replay).", ""]
     if "ptplan" in names and "random" in names:
         p, r = (summarize(stats[k]["pooled"]["ood"])[0] for k in ("ptplan", "random"))
         md += [f"- ptplan vs random, pooled median compute to within 1 OOD point: {pct(p)} vs {pct(r)} of the grid "

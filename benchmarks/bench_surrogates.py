@@ -1,7 +1,7 @@
 """Speed of the surrogates: outcome-model fit on 1,000 trials (target <= 2 s) and one OOD-peak
 prediction from a partial SFT curve (target <= 50 ms).
 
-Inputs are synthetic (surrogates/_synthetic.py): timing only, they say nothing about accuracy,
+Inputs are synthetic (ptplan.testing, planner/testing/_tables.py): timing only, they say nothing about accuracy,
 which `ptplan surrogate eval` measures on recorded real trials. We report the median over
 `--repeats` of wall time and of process CPU time (these machines are shared, so CPU time is the
 steadier figure).

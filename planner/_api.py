@@ -51,12 +51,18 @@ def run_trial(plan: "str | Path | Plan | TrialConfig", out: str | Path, *, overr
         store: folder of content-addressed stage checkpoints (default `out/stages`).
         on_point: called with each evaluation point; on_progress with (stage, spent, slice).
     """
+    return trial_runner(trial_config(plan, overrides), out, store=store, on_point=on_point,
+                        on_progress=on_progress).run()
+
+
+def trial_runner(config: "TrialConfig", out: str | Path, **hooks: Any):
+    """A `ptplan.stages.TrialRunner` for `config` with the hand-over policy its plan asks for
+    (`.run()` runs it; `.dest` is where this attempt wrote its record)."""
     from ptplan.stages import TrialRunner
     from ptplan.surrogates import handover_policy_for
 
-    config = trial_config(plan, overrides)
-    return TrialRunner(config, out, store, on_progress=on_progress, on_point=on_point,
-                       handover_policy=handover_policy_for(config)).run()
+    store = hooks.pop("store", None)
+    return TrialRunner(config, out, store, handover_policy=handover_policy_for(config), **hooks)
 
 
 class Study:
@@ -138,8 +144,16 @@ def recommend(study_or_table: Any, budget: float | None = None, objective: str =
     predicted ID/OOD intervals and the trials behind it. `.to_dict()` is what `--json` prints."""
     from ._recommend import recommend as _recommend
 
-    table, _ = _table_of(study_or_table)
-    return _recommend(table, budget, objective)
+    table, study = _table_of(study_or_table)
+    return _recommend(table, budget, objective, items=items_of(study.plan) if study is not None else None)
+
+
+def items_of(plan: "Plan") -> dict[str, int] | None:
+    """Evaluation items behind one ID / OOD score of a plan's built-in suite (None for user files)."""
+    data = plan.trial.data
+    if getattr(data, "files", None):
+        return None
+    return {"id": data.sizes.id_test, "ood": data.sizes.ood_test}
 
 
 def report(study_or_table: Any, out: str | Path | None = None, budget: float | None = None,
@@ -160,4 +174,5 @@ def report(study_or_table: Any, out: str | Path | None = None, budget: float | N
 
         raise RecommendError("report needs `out` (a folder) when given a table rather than a Study")
     return build_report(table, Path(out), budget=budget, objective=objective, base_dir=base_dir,
+                        items=items_of(study.plan) if study is not None else None,
                         title=title or "ptplan report", front=front, unit=unit)

@@ -1,8 +1,12 @@
 """`recommend`: the allocation to run at a budget, from a study's trial table and the outcome model.
 
 Candidates are the completed allocations plus nearby share/rank variations of the best of them,
-scored by `surrogates.OutcomeModel` at the asked budget; the best by the objective on the predicted
-mean wins. Fewer than `MIN_MODEL_TRIALS` completed trials: the best completed trial, no model.
+scored by `surrogates.OutcomeModel` at the asked budget. The model's best candidate is recommended
+only when its predicted advantage over the best observed allocation (mean observed score over its
+runs) exceeds the noise: a one-sided z-test of (predicted mean - observed mean) against the model's
+expected-score sd and the observed mean's re-run sd / sqrt(runs). Otherwise the best observed
+allocation is recommended, with the reason. Fewer than `MIN_MODEL_TRIALS` completed trials: the best
+completed trial, no model.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ MIN_MODEL_TRIALS = 3
 SHARE_STEPS = (-0.1, -0.05, 0.05, 0.1)  # moves of SFT <-> RL and CPT <-> (SFT+RL) around a candidate
 TOP_SEEDS = 10  # completed allocations whose neighbourhoods are searched
 EVIDENCE = 3
-
-
+Z_ADVANTAGE = 1.645  # one-sided 5%: how far the model's best must beat the best observed allocation
+TOP_LISTED = 5  # top candidates checked for being statistically indistinguishable from the chosen one
 
 
 def objective_weight(objective: str) -> float:
@@ -68,7 +72,7 @@ class Recommendation:
     ood_weight: float
     budget: float | None
     unit: str | None
-    source: str  # "model" | "best completed trial" | "none"
+    source: str  # "model" | "best observed" | "best completed trial" | "none"
     n_complete: int
     shares: dict[str, float | None] = field(default_factory=dict)  # fractions of the budget
     ranks: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +85,11 @@ class Recommendation:
     warning: str | None = None
     notes: list[str] = field(default_factory=list)
     trial: int | None = None  # the completed trial this allocation is, when it is one
+    reason: str | None = None  # why this source: the advantage test against the best observed allocation
+    advantage: dict[str, Any] = field(default_factory=dict)  # model's best vs best observed: mean, se, z
+    off_grid: bool = False  # an allocation never run: a model extrapolation
+    distance_to_evidence: float | None = None  # standardized distance to the closest completed trial
+    indistinguishable: list[dict] = field(default_factory=list)  # top candidates within noise of this one
 
     @property
     def ok(self) -> bool:
@@ -189,13 +198,15 @@ def _trial_summary(r: dict, w: float, distance: float | None = None) -> dict:
 
 
 def recommend(table: Any, budget: float | None = None, objective: str = "balanced", *,
-              model: Any = None) -> Recommendation:
+              model: Any = None, items: dict[str, int] | None = None) -> Recommendation:
     """The recommended allocation at `budget` for `objective` (ood | id | balanced | weight=W).
 
     Args:
         table: the trial table (polars DataFrame or row dicts, studies/_table.py).
         budget: total budget in the table's unit; None: the study's most run budget.
         model: a fitted `surrogates.OutcomeModel` to reuse (else one is fitted on the table).
+        items: evaluation items per score, {"id": n, "ood": n} (the plan's data sizes), for the
+            binomial noise floor when the table has no `id_items` / `ood_items` columns.
     """
     import polars as pl
 
@@ -236,7 +247,8 @@ def recommend(table: Any, budget: float | None = None, objective: str = "balance
     from ptplan.surrogates import OutcomeModel
 
     if model is None:
-        model = OutcomeModel(level=0.8).fit(done)
+        items = items or {}
+        model = OutcomeModel(level=0.8, id_items=items.get("id"), ood_items=items.get("ood")).fit(done)
     feats = list(model.encoder_.columns)
     keep = [c for c in feats if c in done.columns] + [c for c in ("number",) if c in done.columns]
     base = done.select(keep)
@@ -271,20 +283,101 @@ def recommend(table: Any, budget: float | None = None, objective: str = "balance
         mp = model.predict_outcome(at_b(more))
         cands, pred = pl.concat([cands, more]), pl.concat([pred, mp])
         score = weighted_score(pred["id"].to_numpy(), pred["ood"].to_numpy(), w)
+    sd = _score_sd(pred, w, "sd")
     best = int(np.argmax(score))
-    row, p = cands.row(best, named=True), pred.row(best, named=True)
-    rec.source = "model"
-    rec.trial = row.get("number")
+    obs = _best_observed(done, alloc_cols, w, B)
+    obs_i = next(i for i, r in enumerate(cands.iter_rows(named=True)) if _key(r, alloc_cols) == obs["key"])
+    rerun = float(_score_sd(pred[obs_i], w, "rerun_sd")[0])
+    se = math.hypot(float(sd[best]), rerun / math.sqrt(obs["runs"]))
+    diff = float(score[best]) - obs["score"]
+    z = diff / se if se > 0 else (math.inf if diff > 0 else 0.0)
+    rec.advantage = {"model_best": float(score[best]), "best_observed": obs["score"], "runs": obs["runs"],
+                     "difference": diff, "se": se, "z": z, "threshold_z": Z_ADVANTAGE}
+    runs = f"{obs['runs']} run{'s' if obs['runs'] != 1 else ''}"
+    if best == obs_i:
+        chosen, rec.source = obs_i, "best observed"
+        rec.reason = (f"the model's best candidate is the best observed allocation (observed score "
+                      f"{obs['score']:.3f} over {runs})")
+    elif z > Z_ADVANTAGE:
+        chosen, rec.source = best, "model"
+        rec.reason = (f"the model's best candidate beats the best observed allocation by {diff:+.3f} "
+                      f"(SE {se:.3f}, z = {z:.1f} > {Z_ADVANTAGE})")
+    else:
+        chosen, rec.source = obs_i, "best observed"
+        rec.reason = (f"the model's best candidate is predicted {diff:+.3f} over the best observed allocation "
+                      f"({obs['score']:.3f} over {runs}), within the noise (SE {se:.3f}, z = {z:.1f} <= "
+                      f"{Z_ADVANTAGE}): recommending the best observed allocation; replicates of the top "
+                      "candidates would tell them apart")
+    row, p = cands.row(chosen, named=True), pred.row(chosen, named=True)
+    rec.trial = obs["number"] if chosen == obs_i else row.get("number")
     rec.shares, rec.ranks, rec.options = _row_allocation(row, option_cols)
-    rec.predicted = {t: {"mean": p[t], "low": p[f"{t}_low"], "high": p[f"{t}_high"]}
+    rec.predicted = {t: {"mean": p[t], "low": p[f"{t}_low"], "high": p[f"{t}_high"],
+                         "rerun_low": p[f"{t}_rerun_low"], "rerun_high": p[f"{t}_rerun_high"]}
                      for t in ("id", "ood", "ood_peak_fraction") if model.n_trials_.get(t, 0) >= MIN_MODEL_TRIALS}
+    if chosen == obs_i:
+        for t in ("id", "ood"):
+            if t in rec.predicted:
+                rec.predicted[t]["observed"] = obs[t]
     rec.evidence = _evidence(model, done, {**row, "budget_total": B} if B is not None else row, w)
+    done_keys = {_key(r, alloc_cols) for r in done.iter_rows(named=True)}
+    rec.off_grid = _key(row, alloc_cols) not in done_keys
+    rec.distance_to_evidence = rec.evidence[0]["distance"] if rec.evidence else None
+    rec.indistinguishable = _indistinguishable(cands, score, sd, chosen, alloc_cols, done_keys, option_cols)
     rec.notes.append(f"outcome model on {done.height} completed trials; {len(cands)} candidate allocations scored "
-                     f"by {(1 - w):g}*ID + {w:g}*OOD (predicted mean), intervals 80%")
+                     f"by {(1 - w):g}*ID + {w:g}*OOD (predicted mean), intervals 80% "
+                     f"(re-run noise: {model.noise_source_.get('ood', 'none')})")
+    if rec.off_grid:
+        rec.notes.append(f"an allocation never run: a model extrapolation, {rec.distance_to_evidence:.2f} "
+                         "(standardized) from the closest completed trial")
     if p["extrapolating"] and p["outside"] and p["outside"] != "budget_total":
         rec.notes.append(f"the candidate lies outside the trials run in: {p['outside']}")
     rec.handover = _handover(rec)
     return rec
+
+
+def _score_sd(pred, w: float, kind: str) -> np.ndarray:
+    """Sd of the weighted score from the ID and OOD sds (`sd` or `rerun_sd`), taken as independent."""
+    return np.sqrt(((1 - w) * pred[f"id_{kind}"].to_numpy()) ** 2 + (w * pred[f"ood_{kind}"].to_numpy()) ** 2)
+
+
+def _best_observed(done, alloc_cols: list[str], w: float, budget: float | None) -> dict:
+    """The completed allocation with the best mean observed score over its runs (at `budget` when some
+    trials ran there; exact ties: the one with more runs, then the first run), with its run count,
+    mean ID/OOD and best-scoring trial number."""
+    rows = list(done.iter_rows(named=True))
+    if budget is not None and "budget_total" in done.columns:
+        at = [r for r in rows if r.get("budget_total") is not None
+              and abs(float(r["budget_total"]) - budget) <= 1e-9 * max(abs(budget), 1.0)]
+        rows = at or rows
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(_key(r, alloc_cols), []).append(r)
+    out = []
+    for k, rs in groups.items():
+        i, o = float(np.mean([r["id"] for r in rs])), float(np.mean([r["ood"] for r in rs]))
+        top = max(rs, key=lambda r: float(weighted_score(r["id"], r["ood"], w)))
+        out.append({"key": k, "score": float(weighted_score(i, o, w)), "id": i, "ood": o, "runs": len(rs),
+                    "number": top.get("number")})
+    return max(out, key=lambda d: (round(d["score"], 9), d["runs"]))  # max keeps the first of equals
+
+
+def _indistinguishable(cands, score, sd, chosen: int, alloc_cols: list[str], done_keys: set,
+                       option_cols: list[str]) -> list[dict]:
+    """Top candidates by predicted score whose difference from the chosen one is within Z_ADVANTAGE SE."""
+    out = []
+    for i in np.argsort(-score, kind="stable")[:TOP_LISTED]:
+        i = int(i)
+        if i == chosen:
+            continue
+        diff = float(score[chosen] - score[i])
+        se = math.hypot(float(sd[chosen]), float(sd[i]))
+        if abs(diff) <= Z_ADVANTAGE * se:
+            r = cands.row(i, named=True)
+            shares, ranks, options = _row_allocation(r, option_cols)
+            out.append({"number": r.get("number"), "shares": shares, "ranks": ranks, "options": options,
+                        "score": float(score[i]), "difference": -diff, "se": se,
+                        "off_grid": _key(r, alloc_cols) not in done_keys})
+    return out
 
 
 def _handover(rec: Recommendation) -> dict:

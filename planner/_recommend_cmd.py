@@ -5,7 +5,7 @@ from __future__ import annotations
 from ptplan.stages.record import STAGES
 
 from ._recommend import Recommendation, objective_weight
-from ._study_cmd import _bad_input, _error
+from ._cmd import _bad_input, _error
 
 
 # -- terminal --------------------------------------------------------------------------------------
@@ -24,6 +24,12 @@ def _interval(d: dict | None, pct: bool = False) -> str:
     if d.get("low") is None:
         return fmt(d["mean"]) + " (measured)"
     return f"{fmt(d['mean'])} [{fmt(d['low'])}, {fmt(d['high'])}]"
+
+
+def _rerun(d: dict | None) -> str:
+    if not d or d.get("rerun_low") is None:
+        return "-"
+    return f"[{d['rerun_low']:.3f}, {d['rerun_high']:.3f}]"
 
 
 def print_recommendation(console, rec: Recommendation) -> None:
@@ -62,11 +68,30 @@ def print_recommendation(console, rec: Recommendation) -> None:
         after = f" (cumulative {_f(h['after'], 4)} {unit})" if h.get("after") is not None else ""
         console.print(f"hand over SFT -> RL after SFT's {h['sft_share']:.1%} of the budget{after}{peak}",
                       highlight=False, soft_wrap=True)
-    p = Table(title=f"predicted final scores ({rec.source}{', EXTRAPOLATING' if rec.extrapolating else ''})")
-    p.add_column("ID (80% interval)", justify="right")
-    p.add_column("OOD (80% interval)", justify="right")
-    p.add_row(_interval(rec.predicted.get("id")), _interval(rec.predicted.get("ood")))
+    if rec.reason:
+        console.print(f"source: {rec.source}: {escape(rec.reason)}", highlight=False, soft_wrap=True)
+    label = rec.source + (", EXTRAPOLATING" if rec.extrapolating else "") + (", OFF GRID" if rec.off_grid else "")
+    p = Table(title=f"predicted final scores ({label})")
+    p.add_column("", justify="left")
+    p.add_column("ID", justify="right")
+    p.add_column("OOD", justify="right")
+    pid, pood = rec.predicted.get("id"), rec.predicted.get("ood")
+    p.add_row("expected score (80% interval)", _interval(pid), _interval(pood))
+    if (pid or {}).get("rerun_low") is not None:
+        p.add_row("one re-run (80% interval)", _rerun(pid), _rerun(pood))
+    if (pid or {}).get("observed") is not None:
+        p.add_row("observed (mean of runs)", _f(pid["observed"]), _f((pood or {}).get("observed")))
     console.print(p)
+    if rec.indistinguishable:
+        u = Table(title="statistically indistinguishable from the recommendation (top candidates)")
+        for col in ("#", "shares c/s/r", "ranks c/s/r", "predicted score", "minus the recommended", "SE", "run?"):
+            u.add_column(col, justify="right")
+        for r in rec.indistinguishable:
+            u.add_row(_f(r["number"]), "/".join("-" if r["shares"][s] is None else f"{r['shares'][s]:.2f}"
+                                                for s in STAGES),
+                      "/".join(_f(r["ranks"][s]) for s in STAGES), f"{r['score']:.3f}", f"{r['difference']:+.3f}",
+                      f"{r['se']:.3f}", "off grid" if r["off_grid"] else "run")
+        console.print(u)
     e = Table(title="evidence: closest completed trials")
     for col in ("#", "shares c/s/r", "ranks c/s/r", "budget", "ID", "OOD", "distance"):
         e.add_column(col, justify="right")

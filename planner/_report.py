@@ -32,8 +32,24 @@ class Report:
     plots: dict[str, Path]  # title -> PNG
     skipped: dict[str, str]  # title -> why
     notes: list[str] = field(default_factory=list)
+    timing: list[dict] = field(default_factory=list)  # per trial: wall, training, evaluation, other seconds
     markdown: Path | None = None
     html: Path | None = None
+
+
+def time_breakdown(frame) -> list[dict]:
+    """Per trial with recorded timings: wall seconds, training loops, evaluation, the rest, training share."""
+    cols = ("number", "state", "time_wall", "time_train", "time_eval")
+    if not set(cols) <= set(frame.columns):
+        return []
+    out = []
+    for number, state, wall, train, ev in zip(*(frame[c].to_list() for c in cols)):
+        if wall is None or train is None or ev is None or not wall > 0:
+            continue
+        out.append({"number": number, "state": state, "wall": wall, "train": train, "eval": ev,
+                    "other": wall - train - ev, "train_share": train / wall,
+                    "eval_per_train": ev / train if train > 0 else None})
+    return out
 
 
 # -- build -----------------------------------------------------------------------------------------
@@ -61,7 +77,7 @@ def _representative(done, rec: Recommendation | None, curves: dict) -> list[tupl
 
 def build_report(table: Any, out: Path, *, budget: float | None = None, objective: str = "balanced",
                  base_dir: Path | None = None, title: str = "ptplan report", front: list[dict] | None = None,
-                 unit: str | None = None) -> Report:
+                 unit: str | None = None, items: dict[str, int] | None = None) -> Report:
     """Write report.md, report.html and the PNG plots of a trial table into `out`; never fails on
     an empty or all-failed table (it writes what it can and says why the rest is missing)."""
     from ptplan.studies import pareto_front
@@ -83,12 +99,18 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
     elif done.height < 3:
         notes.append(f"only {done.height} completed trial{'s' if done.height != 1 else ''}: no outcome model; "
                      "findings need more trials")
+    if "device_hours" in frame.columns:
+        from ptplan.studies._accounting import table_cost
+
+        cost = table_cost(frame.to_dicts())
+        if cost:
+            notes.append(cost)
     if unit is None and "budget_unit" in frame.columns:
         unit = (frame["budget_unit"].drop_nulls().to_list() or [None])[0]
     rec = None
     if done.height:
         try:
-            rec = recommend(done, budget, objective)
+            rec = recommend(done, budget, objective, items=items)
         except Exception as err:  # noqa: BLE001 - a failed model fit must not lose the rest of the report
             notes.append(f"recommendation failed: {err}")
     if front is None:
@@ -116,7 +138,7 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
     plot("Allocation heat map (SFT share x RL rank, mean OOD)", "heatmap.png", _plots.heatmap, done)
     if done.height >= MIN_CALIBRATION:
         try:
-            actual, mean, low, high, how = held_out_ood(done)
+            actual, mean, low, high, how = held_out_ood(done, items=items)
             plot("Surrogate calibration (held-out OOD)", "calibration.png",
                  lambda p: _plots.calibration(actual, mean, low, high, how, p))
         except Exception as err:  # noqa: BLE001
@@ -126,8 +148,9 @@ def build_report(table: Any, out: Path, *, budget: float | None = None, objectiv
             f"needs >= {MIN_CALIBRATION} completed trials, have {done.height}"
     plot("Budget ledger per stage", "ledger.png", _plots.ledger, frame, unit or "budget unit")
     plot("Failures by reason", "failures.png", _plots.failures, frame)
-    rep = Report(out=out, counts=counts, recommendation=rec, findings=findings(done, points), plots=plots,
-                 skipped=skipped, notes=notes)
+    rep = Report(out=out, counts=counts, recommendation=rec,
+                 findings=findings(done, points, (items or {}).get("ood")), plots=plots,
+                 skipped=skipped, notes=notes, timing=time_breakdown(frame))
     rep.markdown = out / "report.md"
     rep.markdown.write_text(_markdown(rep, title))
     rep.html = out / "report.html"
@@ -166,7 +189,14 @@ def _rec_lines(rec: Recommendation | None) -> list[str]:
             return "-"
         return f"{d['mean']:.3f}" + ("" if d.get("low") is None else f" [{d['low']:.3f}, {d['high']:.3f}]")
 
-    lines.append(f"Predicted ID {iv('id')}, OOD {iv('ood')} (80% intervals).")
+    lines.append(f"Predicted ID {iv('id')}, OOD {iv('ood')} (80% intervals for the expected score).")
+    if (pr.get("ood") or {}).get("rerun_low") is not None:
+        lines.append(f"One re-run (80%): ID [{pr['id']['rerun_low']:.3f}, {pr['id']['rerun_high']:.3f}], "
+                     f"OOD [{pr['ood']['rerun_low']:.3f}, {pr['ood']['rerun_high']:.3f}].")
+    if rec.reason:
+        lines.append(f"Why: {rec.reason}.")
+    if rec.indistinguishable:
+        lines.append(f"{len(rec.indistinguishable)} of the top candidates are statistically indistinguishable from it.")
     h = rec.handover
     if h.get("ood_peak_fraction") is not None:
         lines.append(f"Hand over SFT -> RL after SFT's {h['sft_share']:.1%}; SFT's OOD peak is predicted at "
@@ -176,6 +206,25 @@ def _rec_lines(rec: Recommendation | None) -> list[str]:
     return lines + [f"Note: {n}" for n in rec.notes]
 
 
+_TIMING_COLS = ("trial", "state", "wall s", "training s", "evaluation s", "other s", "training / wall",
+                "evaluation / training")
+
+
+def _timing_cells(t: dict) -> list[str]:
+    return [f"#{t['number']}", str(t["state"]), f"{t['wall']:.1f}", f"{t['train']:.1f}", f"{t['eval']:.1f}",
+            f"{t['other']:.1f}", f"{t['train_share']:.0%}",
+            "-" if t["eval_per_train"] is None else f"{t['eval_per_train']:.0%}"]
+
+
+def _timing_lines(timing: list[dict]) -> list[str]:
+    if not timing:
+        return ["No trial recorded a time breakdown (trials run before ptplan recorded one, or none finished)."]
+    return (["Wall: the worker's time for the trial; training: the stages' training loops (charged); "
+             "evaluation: every curve point (not charged); other: data, trainer set-up, merges, saves, Optuna.", "",
+             "| " + " | ".join(_TIMING_COLS) + " |", "|" + "---|" * len(_TIMING_COLS)]
+            + ["| " + " | ".join(_timing_cells(t)) + " |" for t in timing])
+
+
 def _markdown(rep: Report, title: str) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(rep.counts.items())) or "no trials"
     md = [f"# {title}", "", f"Trials: {counts}.", ""]
@@ -183,7 +232,8 @@ def _markdown(rep: Report, title: str) -> str:
     md += ["## Recommendation", ""] + [f"{line}  " for line in _rec_lines(rep.recommendation)] + [""]
     md += ["## Findings (seed observations, checked on this study)", "", "| observation | verdict | evidence |",
            "|---|---|---|"]
-    md += [f"| {f.claim} | {f.verdict} | {f.evidence or '-'} |" for f in rep.findings]
+    md += [f"| {f.claim} | {f.verdict} | {f.detail()} |" for f in rep.findings]
+    md += ["", "## Time per trial", ""] + _timing_lines(rep.timing)
     md += ["", "## Plots", ""]
     for name, path in rep.plots.items():
         md += [f"### {name}", "", f"![{name}]({path.name})", ""]
@@ -204,8 +254,15 @@ def _html(rep: Report, title: str) -> str:
                                           for line in _rec_lines(rep.recommendation)]
     h += ["<h2>Findings (seed observations, checked on this study)</h2><table>",
           "<tr><th>observation</th><th>verdict</th><th>evidence</th></tr>"]
-    h += [f"<tr><td>{e(f.claim)}</td><td>{e(f.verdict)}</td><td>{e(f.evidence or '-')}</td></tr>" for f in rep.findings]
-    h += ["</table><h2>Plots</h2>"]
+    h += [f"<tr><td>{e(f.claim)}</td><td>{e(f.verdict)}</td><td>{e(f.detail())}</td></tr>" for f in rep.findings]
+    h += ["</table><h2>Time per trial</h2>"]
+    if rep.timing:
+        h += ["<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in _TIMING_COLS) + "</tr>"]
+        h += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in _timing_cells(t)) + "</tr>" for t in rep.timing]
+        h += ["</table>"]
+    else:
+        h += [f"<p>{e(_timing_lines([])[0])}</p>"]
+    h += ["<h2>Plots</h2>"]
     for name, path in rep.plots.items():
         data = base64.b64encode(path.read_bytes()).decode()
         h += [f"<h3>{e(name)}</h3><img alt='{e(name)}' src='data:image/png;base64,{data}'>"]

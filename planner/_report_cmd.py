@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ._recommend import objective_weight
 from ._report import Report
-from ._study_cmd import _bad_input, _error
+from ._cmd import _bad_input, _error
 
 
 def print_report(console, rep: Report) -> None:
@@ -26,8 +26,17 @@ def print_report(console, rep: Report) -> None:
     for col in ("observation", "verdict", "evidence"):
         t.add_column(col, overflow="fold")
     for f in rep.findings:
-        t.add_row(escape(f.claim), escape(f.verdict), escape(f.evidence or "-"))
+        t.add_row(escape(f.claim), escape(f.verdict), escape(f.detail()))
     console.print(t)
+    if rep.timing:
+        from ._report import _TIMING_COLS, _timing_cells
+
+        tt = Table(title="time per trial (seconds)")
+        for col in _TIMING_COLS:
+            tt.add_column(col, justify="left" if col in ("trial", "state") else "right")
+        for row in rep.timing:
+            tt.add_row(*_timing_cells(row))
+        console.print(tt)
     for name, why in rep.skipped.items():
         console.print(f"not drawn: {escape(name)} ({escape(why)})", highlight=False, soft_wrap=True)
     console.print(f"wrote {rep.markdown}, {rep.html} and {len(rep.plots)} plots to {rep.out}", highlight=False,

@@ -8,36 +8,30 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ptplan.stages.errors import ConfigError, PlanError, RecommendError, StudyError
+from ptplan.stages.errors import PlanError
 
-EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
-
-
-def _error(err_console: Console, message: str) -> int:
-    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
-    return EXIT_BAD_INPUT
-
-
-def _resolve(plan: str, overrides: list[str]):
-    from ptplan.studies import Plan
-
-    return Plan.load(plan, overrides)
-
-
-def _echo(prefix: str = ""):
-    def echo(line: str) -> None:
-        print(f"{prefix}{line}", flush=True)
-
-    return echo
-
-
-def _bad_input():
-    return PlanError, ConfigError, StudyError, RecommendError
+from ._cmd import EXIT_INTERRUPTED, _bad_input, _echo, _error, _resolve
 
 
 # -- run / worker ---------------------------------------------------------------------------------
+def preflight_command(plan: str, overrides: list[str], train_steps: bool, console: Console,
+                      err_console: Console) -> int:
+    """`ptplan preflight`: the checks `ptplan run` makes before its first trial; exit 2 naming the problem."""
+    from ptplan.studies._preflight import preflight
+
+    try:
+        sp = _resolve(plan, overrides)
+        checks = preflight(sp, train_steps=train_steps, echo=_echo())
+    except _bad_input() as err:
+        return _error(err_console, err)
+    console.print(f"preflight passed: {len(checks)} checks in {sum(c.seconds for c in checks):.1f} s",
+                  highlight=False, markup=False)
+    return 0
+
+
 def run_command(plan: str, overrides: list[str], trials: int | None, jobs: int, console: Console,
-                err_console: Console) -> int:
+                err_console: Console, retry_failed: bool = False, new_study: bool = False,
+                preflight: bool = True) -> int:
     """Create or resume the plan's study and run it to N COMPLETE trials with K local workers."""
     from ptplan.studies import run_study, worker_argv
 
@@ -45,21 +39,20 @@ def run_command(plan: str, overrides: list[str], trials: int | None, jobs: int, 
         sp = _resolve(plan, overrides)
         if trials is not None and trials < 0:
             raise PlanError(f"--trials must be >= 0, got {trials}")
-        session, result, codes = _with_live_view(sp, trials, console,
-                                                 lambda: run_study(sp, trials, jobs, _echo(), worker_argv))
+        session, result, codes = _with_live_view(
+            sp, trials, console, lambda: run_study(sp, trials, jobs, _echo(), worker_argv, new_study=new_study,
+                                                   retry=retry_failed, check=preflight))
     except _bad_input() as err:
         return _error(err_console, err)
     except KeyboardInterrupt:
         err_console.print("interrupted: the running trial is marked failed (interrupted); run the same command "
                           "to continue the study", highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
-    console.print(f"{result.stopped}", highlight=False, markup=False)
+    console.print(f"{result.stopped}", highlight=False, markup=False, soft_wrap=True)
     _print_status(console, session.admin, sp, session.url, limit=20)
     if any(c in (EXIT_INTERRUPTED, -2) for c in codes):
         return EXIT_INTERRUPTED
-    if any(c not in (0, -9) for c in codes) and not result.reached:
-        return 1  # a worker failed and the study is short of its target
-    return 0
+    return 0 if result.reached else 1  # short of the target: the message above says why
 
 
 def _with_live_view(sp, trials, console: Console, body):
@@ -76,21 +69,21 @@ def _with_live_view(sp, trials, console: Console, body):
 
 
 def worker_command(plan: str, overrides: list[str], trials: int | None, index: int | None, console: Console,
-                   err_console: Console) -> int:
+                   err_console: Console, retry_interrupted: bool = False) -> int:
     """Join an existing study and run trials until it reaches its count."""
     from ptplan.studies import run_worker
 
     prefix = f"[w{index}] " if index is not None else ""
     try:
         sp = _resolve(plan, overrides)
-        _, result = run_worker(sp, trials, index, _echo(prefix))
+        _, result = run_worker(sp, trials, index, _echo(prefix), retry_interrupted)
     except _bad_input() as err:
         return _error(err_console, err)
     except KeyboardInterrupt:
         print(f"{prefix}interrupted: the running trial is marked failed (interrupted)", flush=True)
         return EXIT_INTERRUPTED
     print(f"{prefix}{result.stopped} ({result.ran} run by this worker)", flush=True)
-    return 0
+    return 1 if result.repeated else 0
 
 
 # -- status / export ---------------------------------------------------------------------------
@@ -117,57 +110,69 @@ def _ranks(r: dict) -> str:
 _STATE_STYLE = {"COMPLETE": "green", "FAIL": "red", "RUNNING": "yellow", "WAITING": "cyan", "PRUNED": "magenta"}
 
 
-def _print_status(console: Console, study, sp, url: str, limit: int | None = 50) -> None:
+def _print_status(console: Console, study, sp, url: str, limit: int | None = 50, fmt: str | None = None) -> None:
     from ptplan.studies import mask, study_table
     from ptplan.studies import SHARE_PARAMS, short_name
 
+    from ._output import Output
+
+    out = Output(console, fmt)
     table = study_table(study, sp)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(table.counts.items())) or "no trials yet"
     obj = sp.study.objective
     objective = "maximize (ID, OOD)" if obj.kind == "multi" else f"maximize (1-{obj.ood_weight:g})*ID + " \
         f"{obj.ood_weight:g}*OOD, pruner {obj.pruner}"
-    console.print(f"[bold]{escape(sp.name)}[/]  storage {escape(mask(url))}  sampler {sp.study.sampler}  "
-                  f"objective {escape(objective)}", highlight=False)
+    out.note(f"[bold]{escape(sp.name)}[/]  storage {escape(mask(url))}  sampler {sp.study.sampler}  "
+             f"objective {escape(objective)}", markup=True)
     reasons: dict[str, int] = {}
     for r in table.rows:
         if r["failure_reason"]:
             reasons[r["failure_reason"]] = reasons.get(r["failure_reason"], 0) + 1
     why = f" ({', '.join(f'{n} {k}' for k, n in sorted(reasons.items()))})" if reasons else ""
     saved = f"{_fmt(table.saved)} {table.unit}" + ("" if table.unit == "flops" else f" ({_fmt(table.saved_flops)} FLOPs)")
-    console.print(f"trials: {counts}{escape(why)}; retried {table.retried}; compute saved by checkpoint reuse "
-                  f"{saved}", highlight=False)
+    out.note(f"trials: {counts}{why}; retried {table.retried}; compute saved by checkpoint reuse {saved}")
+    from ptplan.studies import store_size
+
+    n_stages, stage_bytes = store_size(sp.run_dir)
+    out.note(f"stage store: {n_stages} checkpoints, {stage_bytes / 1e6:.1f} MB in {sp.run_dir / 'stages'} "
+             "(`ptplan gc` frees what no kept result needs)")
     extra = [p for p in sp.space.params if p not in SHARE_PARAMS and not p.endswith(".rank")]
     rows = table.rows if not limit else table.rows[-limit:]
     shown = "" if len(rows) == len(table.rows) else f", last {len(rows)} of {len(table.rows)}"
-    t = Table(title=f"trials (spent in {table.unit}{shown})")
-    for col in ("#", "state", "shares c/s/r", "ranks c/s/r", *[short_name(p) for p in extra],
-                "spent", "ID", "OOD", "failure", "retries", "reused"):
-        t.add_column(col, justify="left" if col in ("state", "failure", "reused") else "right",
-                     no_wrap=col in ("#", "state", "shares c/s/r", "ranks c/s/r", "ID", "OOD"))
+    columns = ("trial", "state", "shares c/s/r", "ranks c/s/r", *[short_name(p) for p in extra],
+               "spent", "ID", "OOD", "failure", "retries", "reused")
+    cells = []
     for r in rows:
         style = _STATE_STYLE.get(r["state"], "")
-        t.add_row(str(r["number"]), f"[{style}]{r['state']}[/]" if style else r["state"], _shares(r), _ranks(r),
-                  *[_fmt(r[f"param.{p}"]) for p in extra], _fmt(r["spent"]), _fmt(r["id"]), _fmt(r["ood"]),
-                  escape(r["failure_reason"] or ""), str(r["retries"] or ""), r["reused"])
-    console.print(t)
+        cells.append([str(r["number"]), f"[{style}]{r['state']}[/]" if style else r["state"], _shares(r), _ranks(r),
+                      *[escape(_fmt(r[f"param.{p}"])) for p in extra], _fmt(r["spent"]), _fmt(r["id"]),
+                      _fmt(r["ood"]), escape(r["failure_reason"] or ""), str(r["retries"] or ""), escape(r["reused"])])
+    out.table("trials", f"trials (spent in {table.unit}{shown})", columns, cells,
+              left=("state", "failure", "reused"), raw=rows)
     if table.front:
         title = "Pareto front (ID, OOD)" if obj.kind == "multi" else "best trial"
-        f = Table(title=title)
         score = [] if obj.kind == "multi" else ["score"]
-        for col in ("#", "shares c/s/r", "ranks c/s/r", *[short_name(p) for p in extra], *score, "ID", "OOD",
-                    "SFT OOD peak at"):
-            f.add_column(col, justify="right")
+        columns = ("trial", "shares c/s/r", "ranks c/s/r", *[short_name(p) for p in extra], *score, "ID", "OOD",
+                   "SFT OOD peak at")
+        cells = []
         for r in table.front:
             peak = "-" if r["ood_peak_fraction"] is None else \
                 f"{r['ood_peak_fraction']:.0%}{' (censored)' if r['ood_peak_censored'] else ''}"
-            f.add_row(str(r["number"]), _shares(r), _ranks(r), *[_fmt(r[f"param.{p}"]) for p in extra],
-                      *[_fmt(r["objective"]) for _ in score], _fmt(r["id"]), _fmt(r["ood"]), peak)
-        console.print(f)
+            cells.append([str(r["number"]), _shares(r), _ranks(r), *[escape(_fmt(r[f"param.{p}"])) for p in extra],
+                          *[_fmt(r["objective"]) for _ in score], _fmt(r["id"]), _fmt(r["ood"]), peak])
+        out.table("front", title, columns, cells, raw=table.front)
+    out.close()
 
 
 def status_command(plan: str, overrides: list[str], limit: int | None, console: Console,
-                   err_console: Console) -> int:
+                   err_console: Console, fmt: str | None = None) -> int:
     """Print the trial table, the Pareto front and compute saved; reads the trials once."""
+    from ._output import choose_format
+
+    try:
+        choose_format(fmt, console)
+    except ValueError as err:
+        return _error(err_console, err)
     try:
         from ptplan.studies import check_identity
 
@@ -180,21 +185,29 @@ def status_command(plan: str, overrides: list[str], limit: int | None, console: 
             check_identity(session.admin, sp, session.url)
         except Exception as err:  # noqa: BLE001 - status still shows the study, with the warning
             err_console.print(f"[yellow]warning:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-        _print_status(console, session.admin, sp, session.url, limit=limit)
+        _print_status(console, session.admin, sp, session.url, limit=limit, fmt=fmt)
+        from ._cluster_cmd import print_cluster
+
+        print_cluster(console, session.admin, sp)
     except _bad_input() as err:
         return _error(err_console, err)
     return 0
 
 
 def export_command(plan: str, overrides: list[str], fmt: str, out: Path | None, console: Console,
-                   err_console: Console) -> int:
-    """Write the trial table (one row per trial) as Parquet or CSV."""
+                   err_console: Console, preview: int = 0, preview_format: str | None = None) -> int:
+    """Write the trial table (one row per trial) as Parquet or CSV; optionally show its first rows."""
     from ptplan.studies import export_table
 
     from ._api import Study
+    from ._output import choose_format
 
     if fmt not in ("parquet", "csv"):
         return _error(err_console, f"--format must be parquet or csv, got {fmt!r}")
+    try:
+        choose_format(preview_format, console)
+    except ValueError as err:
+        return _error(err_console, str(err).replace("--format", "--preview-format"))
     try:
         study = Study(plan, overrides)
         table = study.status()
@@ -203,7 +216,37 @@ def export_command(plan: str, overrides: list[str], fmt: str, out: Path | None, 
         export_table(table.rows, out, fmt)
     except _bad_input() as err:
         return _error(err_console, err)
-    console.print(f"wrote {len(table.rows)} trials to {out}", highlight=False, markup=False)
+    console.print(f"wrote {len(table.rows)} trials to {out}", highlight=False, markup=False, soft_wrap=True)
+    if preview:
+        from ._output import Output
+
+        shown = table.rows[:preview]
+        columns = list(table.rows[0]) if table.rows else []
+        view = Output(console, preview_format)
+        view.table("trials", f"first {len(shown)} of {len(table.rows)} rows of {out.name}", columns,
+                   [[escape(_fmt(r[c])) for c in columns] for r in shown], left=columns, raw=shown)
+        view.close()
+    return 0
+
+
+# -- stage store -----------------------------------------------------------------------------------
+def gc_command(plan: str, overrides: list[str], keep: str, dry_run: bool, console: Console,
+               err_console: Console) -> int:
+    """`ptplan gc`: remove (or list) the stage checkpoints that no kept result needs."""
+    from ptplan.studies import collect
+
+    from ._api import Study
+
+    try:
+        study = Study(plan, overrides)
+        got = collect(study.plan, study.status(), keep, dry_run)
+    except _bad_input() as err:
+        return _error(err_console, err)
+    verb = "would remove" if dry_run else "removed"
+    for folder in got.removed:
+        console.print(f"{verb} {folder}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"{verb} {len(got.removed)} stage checkpoints ({got.freed_bytes / 1e6:.1f} MB); kept "
+                  f"{len(got.kept)} ({got.kept_bytes / 1e6:.1f} MB, keep={keep})", highlight=False, markup=False)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`ptplan surrogate eval TABLE`: leave-one-trial-out accuracy of the surrogates against their baselines."""
+"""`ptplan surrogate eval TABLE`: held-out accuracy of the surrogates against their baselines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 EXIT_BAD_INPUT = 2
 
@@ -31,50 +30,55 @@ def _check(ok: bool) -> str:
     return "[green]ok[/]" if ok else "[red]miss[/]"
 
 
-def _curve_table(summary, counts: dict) -> Table:
+def _curve_table(out, summary, counts: dict) -> None:
     from ptplan.surrogates import TARGET_COVERAGE, TARGET_GAIN, TARGET_MAE
 
     lo, hi = TARGET_COVERAGE
-    table = Table(title=f"OOD peak from a partial SFT curve: leave one trial out ({counts['evaluated']} curves)",
-                  caption=f"MAE and intervals in fractions of the SFT slice. Targets for the curve model: MAE <= "
-                          f"{TARGET_MAE:.2f}, >= {TARGET_GAIN:.0%} below the best baseline, peak-location coverage "
-                          f"{lo:.2f}-{hi:.2f}.")
-    for col in ("model", "observed", "curves", "MAE", "median AE", "coverage", "value MAE", "value cov.",
-                "behind Brier", "vs best baseline", "targets"):
-        table.add_column(col, justify="left" if col in ("model", "targets") else "right")
+    columns = ("model", "observed", "curves", "MAE", "median AE", "coverage", "value MAE", "value cov.",
+               "behind Brier", "vs best baseline", "targets")
+    rows, styles = [], []
     for r in summary.iter_rows(named=True):
         if not r.get("curves"):
-            table.add_row(r["model"], _num(r["observed"], 1), "0", *["-"] * 8)
+            rows.append([r["model"], _num(r["observed"], 1), "0", *["-"] * 8])
+            styles.append(None)
             continue
         gain = r.get("gain_vs_best_baseline")
         targets = ""
         if r["model"] == "curve-model":
             targets = (f"MAE {_check(r['mae'] <= TARGET_MAE)} gain {_check(gain is not None and gain >= TARGET_GAIN)} "
                        f"cov {_check(lo <= r['coverage'] <= hi)}")
-        style = "bold" if r["model"] == "curve-model" else None
-        table.add_row(r["model"], _num(r["observed"], 1), str(r["curves"]), _num(r["mae"]), _num(r["median_ae"]),
-                      _num(r["coverage"], 2), _num(r["value_mae"]), _num(r["value_coverage"], 2),
-                      _num(r["behind_brier"]), "" if gain is None else f"{gain:+.0%}", targets, style=style)
-    return table
+        rows.append([r["model"], _num(r["observed"], 1), str(r["curves"]), _num(r["mae"]), _num(r["median_ae"]),
+                     _num(r["coverage"], 2), _num(r["value_mae"]), _num(r["value_coverage"], 2),
+                     _num(r["behind_brier"]), "" if gain is None else f"{gain:+.0%}", targets])
+        styles.append("bold" if r["model"] == "curve-model" else None)
+    out.table("curve", f"OOD peak from a partial SFT curve: leave one trial out ({counts['evaluated']} curves)",
+              columns, rows, styles=styles, left=("model", "targets"), raw=summary.to_dicts(),
+              caption=f"MAE and intervals in fractions of the SFT slice. Targets for the curve model: MAE <= "
+                      f"{TARGET_MAE:.2f}, >= {TARGET_GAIN:.0%} below the best baseline, peak-location coverage "
+                      f"{lo:.2f}-{hi:.2f}.")
 
 
-def _outcome_table(summary) -> Table:
+def _outcome_table(out, summary, how: str = "") -> None:
     from ptplan.surrogates import TARGET_SPEARMAN
 
-    table = Table(title="Outcome from the allocation: held-out trials",
-                  caption=f"Target for the outcome model: Spearman >= {TARGET_SPEARMAN:.1f} for final OOD and ID.")
-    for col in ("model", "target", "trials", "Spearman", "MAE", "coverage", "target met"):
-        table.add_column(col, justify="left" if col in ("model", "target", "target met") else "right")
+    columns = ("model", "target", "trials", "Spearman", "MAE", "coverage", "re-run coverage", "target met")
+    rows, styles = [], []
     for r in summary.iter_rows(named=True):
         if "target" not in r or r.get("target") is None:
-            table.add_row(r["model"], "-", str(r.get("trials", 0)), "-", "-", "-", "too few trials")
+            rows.append([r["model"], "-", str(r.get("trials", 0)), "-", "-", "-", "-", "too few trials"])
+            styles.append(None)
             continue
         met = ""
         if r["model"] == "outcome-model" and r["target"] in ("id", "ood"):
             met = _check(r["spearman"] == r["spearman"] and r["spearman"] >= TARGET_SPEARMAN)
-        table.add_row(r["model"], r["target"], str(r["trials"]), _num(r["spearman"], 2), _num(r["mae"]),
-                      _num(r["coverage"], 2), met, style="bold" if r["model"] == "outcome-model" else None)
-    return table
+        rows.append([r["model"], r["target"], str(r["trials"]), _num(r["spearman"], 2), _num(r["mae"]),
+                     _num(r["coverage"], 2), _num(r.get("rerun_coverage"), 2), met])
+        styles.append("bold" if r["model"] == "outcome-model" else None)
+    out.table("outcome", f"Outcome from the allocation: held-out trials ({how})", columns, rows, styles=styles,
+              left=("model", "target", "target met"), raw=summary.to_dicts(),
+              caption=f"Target for the outcome model: Spearman >= {TARGET_SPEARMAN:.1f} for final OOD and ID. "
+                      "Coverage of the held-out trial's own score by the expected-score interval and by the "
+                      "one-re-run interval (80%).")
 
 
 CURVE_KEYS = ("suite", "seed", "arm", "number")
@@ -103,15 +107,32 @@ def read_curve_files(paths: list[str]) -> dict:
     return out
 
 
-def surrogate_eval(source: str, console: Console, curve_files: list[str] = ()) -> int:
+def parse_items(items: str | None) -> dict[str, int] | None:
+    """'ID,OOD' item counts -> {"id": ID, "ood": OOD}."""
+    if items is None:
+        return None
+    try:
+        idn, oodn = (int(v) for v in items.split(","))
+        if idn > 0 and oodn > 0:
+            return {"id": idn, "ood": oodn}
+    except ValueError:
+        pass
+    raise ValueError(f"--items must be two positive integers 'ID,OOD' (e.g. 64,128), got {items!r}")
+
+
+def surrogate_eval(source: str, console: Console, curve_files: list[str] = (), fmt: str | None = None,
+                   items: str | None = None) -> int:
     """Evaluate both surrogates on a trial table file (Parquet or CSV with a `curves` column) and print them.
 
     With `curve_files`, the curve models are scored on the SFT curves in those files instead of the
     table's `curves` paths (the outcome models still use the table)."""
     from ptplan.surrogates import evaluate
 
+    from ._output import Output
+
     path = Path(source)
     try:
+        out = Output(console, fmt)
         if not path.is_file():
             raise ValueError(f"{source}: no such trial table file (export one with `ptplan export PLAN`)")
         table = _read_table(path)
@@ -119,6 +140,7 @@ def surrogate_eval(source: str, console: Console, curve_files: list[str] = ()) -
         if missing:
             raise ValueError(f"{source}: not a trial table, missing column(s) {', '.join(missing)}")
         curves = read_curve_files(list(curve_files)) if curve_files else None
+        counts = parse_items(items)
     except Exception as err:  # unreadable file, wrong format: a bad input, not a crash
         console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         return EXIT_BAD_INPUT
@@ -126,13 +148,16 @@ def surrogate_eval(source: str, console: Console, curve_files: list[str] = ()) -
         def progress(phase: str, done: int, total: int) -> None:
             status.update(f"evaluating {phase}: {done}/{total} held out")
 
-        result = evaluate(table, curves=curves, base_dir=path.parent, progress=progress)
-    console.print(_curve_table(result["curve"], result["counts"]))
-    console.print(_outcome_table(result["outcome"]))
+        result = evaluate(table, curves=curves, base_dir=path.parent, progress=progress, items=counts)
+    _curve_table(out, result["curve"], result["counts"])
+    _outcome_table(out, result["outcome"], result.get("outcome_how", ""))
     counts = result["counts"]
-    console.print(f"SFT curves: {counts['curves']} read, {counts['evaluated']} scored, {counts['censored']} still "
-                  f"rising at the end (censored), {counts['flat']} flat, {counts['short']} too short, "
-                  f"{counts['duplicate']} shared with another trial", highlight=False)
+    out.note(f"SFT curves: {counts['curves']} read, {counts['evaluated']} scored, {counts['censored']} still "
+             f"rising at the end (censored), {counts['flat']} flat, {counts['short']} too short, "
+             f"{counts['duplicate']} shared with another trial")
     for note in result["notes"]:
-        console.print(f"note: {escape(note)}", highlight=False)
+        out.note(f"note: {note}")
+    if out.fmt == "json":
+        out.sections["counts"] = counts
+    out.close()
     return 0

@@ -35,7 +35,7 @@ def summary_table(result: dict) -> Table:
 
 def run_trial_command(plan, overrides, out, resume, console: Console, err_console: Console) -> int:
     """Resolve the config, run the trial, print the outcome; returns the exit code."""
-    from ._api import run_trial, trial_config
+    from ._api import trial_config, trial_runner
 
     try:
         if resume is not None:
@@ -68,12 +68,17 @@ def run_trial_command(plan, overrides, out, resume, console: Console, err_consol
 
     console.print(f"trial [bold]{config.name}[/] -> {out}  (budget {config.budget.total:.4g} {config.budget.unit}, "
                   f"shares {config.allocation.shares})", highlight=False)
+    runner = trial_runner(config, out, on_progress=on_progress, on_point=on_point)
     try:
         with progress:
-            result = run_trial(config, out, on_progress=on_progress, on_point=on_point)
+            result = runner.run()
     except ConfigMismatch as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: everything recorded so far is in {out} (result.json says failed, "
+                          f"interrupted); `ptplan trial --resume {out}` continues it", highlight=False, soft_wrap=True)
+        return 130
     except TrialFailed as err:
         if err.result:
             console.print(summary_table(err.result))
@@ -87,5 +92,9 @@ def run_trial_command(plan, overrides, out, resume, console: Console, err_consol
     if peak:
         console.print(f"SFT OOD peak {peak['value']:.3f} at {peak['fraction']:.0%} of the SFT slice"
                       f"{' (censored: still rising)' if peak['censored'] else ''}", highlight=False)
-    console.print(f"wrote {out}/config.yaml, curves.parquet, result.json, trial.log", highlight=False)
+    if runner.dest != Path(out):
+        console.print(f"{out} already held a complete result, kept as it was; this attempt wrote "
+                      f"{runner.dest}/curves.parquet, result.json", highlight=False)
+    else:
+        console.print(f"wrote {out}/config.yaml, curves.parquet, result.json, trial.log", highlight=False)
     return 0

@@ -111,6 +111,8 @@ class RLConfig(StageConfig):
         "fixed", "fixed: SFT runs its whole share; predicted-peak: end SFT once the curve model says its OOD peak "
         "has passed and give the rest of SFT's share to RL")
     handover_confidence: float = option(0.8, "probability that the peak has passed needed to hand over")
+    format_reward: float = option(0.0, "reward added when a completion holds an answer where `data.answer` "
+                                  "looks (0: none)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -197,8 +199,25 @@ class DataConfig:
                                           "Parquet file with `prompt` and `answer` columns")
     scorer: str = option("exact", "user data scorer: exact, numeric, set_f1, or module:function")
     tolerance: float = option(0.05, "relative tolerance of the `numeric` scorer")
+    chat: Literal["auto", "on", "off"] = option("auto", "format prompts with the tokenizer's chat template (auto: "
+                                                "when it has one): SFT loss on the assistant turn, GRPO and "
+                                                "evaluation from templated prompts")
+    system_prompt: str | None = option(None, "a system message before every prompt (chat templates only)")
+    template_kwargs: dict[str, Any] | None = option(None, "switches passed to the chat template, e.g. "
+                                                    "{enable_thinking: false} for Qwen3")
+    answer: str | None = option(None, "where the answer is in a completion, applied before scoring: `tag` "
+                                "(<answer>...</answer>), `last-line`, or a regex with a group named `answer`; "
+                                "default: the whole completion")
 
     def __post_init__(self):
+        check_choices(self)
+        if self.answer is not None:
+            from ._scoring import answer_extractor
+
+            try:
+                answer_extractor(self.answer)
+            except ValueError as err:
+                raise ConfigError("answer", str(err)) from None
         if self.files is not None:
             _check(isinstance(self.files, dict) and all(isinstance(v, str) for v in self.files.values()),
                    "files", "must map split names (cpt, sft, rl, id, ood) to file paths", self.files)
@@ -209,7 +228,11 @@ class DataConfig:
         else:
             _check(self.suite is not None, "suite", f"must be one of {', '.join(typing.get_args(Suite))} "
                    "(or give `data.files`)", self.suite)
-            check_choices(self)
+        from ._scoring import SCORERS
+
+        _check(isinstance(self.scorer, str) and (self.scorer.strip() in SCORERS or ":" in self.scorer),
+               "scorer", f"must be one of {', '.join(sorted(SCORERS))} or an import path 'package.module:function'",
+               self.scorer)
 
 
 @dataclass
@@ -220,6 +243,9 @@ class EvalConfig:
                                     help="evaluation points per stage, evenly spaced in compute")
     batch_size: int = option(64, "prompts per generation batch")
     max_new_tokens: int | None = option(None, "tokens generated per answer (default: longest test answer + 2)")
+    intermediate_items: int | None = option(None, "items per test set at intermediate points: a fixed subsample, "
+                                            "stratified by task (the start and every stage end use every item; "
+                                            "points record n and standard error); default: every item")
 
     def __post_init__(self):
         _check(isinstance(self.points, dict) and set(self.points) <= set(STAGES), "points",
@@ -230,6 +256,27 @@ class EvalConfig:
         _positive("batch_size", self.batch_size)
         if self.max_new_tokens is not None:
             _positive("max_new_tokens", self.max_new_tokens)
+        if self.intermediate_items is not None:
+            _positive("intermediate_items", self.intermediate_items)
+
+
+@dataclass
+class AccelConfig:
+    """TRL's GPU options. Each is off on the CPU; asking for one where its package or a CUDA device is
+    missing is refused with what to install or change."""
+
+    bf16: Literal["auto", "on", "off"] = option("auto", "bfloat16 training and generation (auto: on a GPU that "
+                                                "supports it)")
+    gradient_checkpointing: Literal["auto", "on", "off"] = option(
+        "auto", "recompute activations in the backward pass: less memory, ~20% more time (auto: on a GPU, as TRL "
+        "does; off on the CPU, where the weights come out the same)")
+    padding_free: bool = option(False, "SFT/CPT without padding (TRL padding_free; needs flash attention)")
+    liger: bool = option(False, "Liger fused kernels (pip install liger-kernel)")
+    rl_generation: Literal["hf", "vllm"] = option("hf", "GRPO generation: transformers or TRL's colocated vLLM")
+    eval_engine: Literal["hf", "vllm"] = option("hf", "evaluation generation engine")
+
+    def __post_init__(self):
+        check_choices(self)
 
 
 @dataclass
@@ -244,11 +291,18 @@ class TrialConfig:
     allocation: Allocation = option(factory=Allocation, help="stage shares and each stage's settings")
     eval: EvalConfig = option(factory=EvalConfig, help="evaluation (not charged to the budget)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    accel: AccelConfig = option(factory=AccelConfig, help="GPU efficiency options (speed and memory)")
+    tracking: Literal["none", "tensorboard", "trackio", "wandb"] = option(
+        "none", "send each stage's training logs to a tracker, one run per stage named <study>/<trial>/<stage>")
 
     def __post_init__(self):
         _check(self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"), "device",
                "must be auto, cpu, cuda or cuda:N", self.device)
         _check(isinstance(self.seed, int), "seed", "must be an integer", self.seed)
+        check_choices(self)
+        if self.allocation.rl.format_reward and self.data.answer is None:
+            raise ConfigError("allocation.rl.format_reward", "needs `data.answer` (where an answer is expected: "
+                              "tag, last-line or a regex)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -45,9 +45,68 @@ def first_line(text: Any) -> str:
     return ""
 
 
+ANSWER_TAG = re.compile(r"<answer>(?P<answer>.*?)</answer>", re.S)
+THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S)
+
+
+def answer_extractor(spec: str | None) -> Callable[[str], str | None] | None:
+    """The answer extractor a plan's `data.answer` names: `tag` (the last <answer>...</answer>), `last-line`
+    (the last non-empty line after any <think> block), or a regex with a group named `answer` (its last
+    match). The extractor returns None when a completion holds no answer in that form."""
+    if spec is None:
+        return None
+    if spec == "tag":
+        pattern = ANSWER_TAG
+    elif spec == "last-line":
+        def last_line(text: str) -> str | None:
+            lines = [ln.strip() for ln in THINK_BLOCK.sub("", text).splitlines() if ln.strip()]
+            return lines[-1] if lines else None
+
+        return last_line
+    else:
+        try:
+            pattern = re.compile(spec, re.S)
+        except re.error as err:
+            raise ValueError(f"must be `tag`, `last-line` or a regular expression; {spec!r} does not compile: "
+                             f"{err}") from None
+        if "answer" not in pattern.groupindex:
+            raise ValueError(f"a regular expression needs a group named `answer`, e.g. "
+                             f"'Answer: (?P<answer>.+)'; got {spec!r}")
+
+    def extract(text: str) -> str | None:
+        found = list(pattern.finditer(THINK_BLOCK.sub("", text)))
+        return found[-1].group("answer").strip() if found else None
+
+    return extract
+def first_line_state(text: Any) -> tuple[str, bool]:
+    """`first_line(text)` so far, and whether that line has ended (no continuation can change it)."""
+    for chunk in as_text(text).splitlines(keepends=True):
+        line = " ".join(chunk.split())
+        if line:
+            return line, chunk.splitlines()[0] != chunk
+    return "", False
+
+
+def _first_line_settled(completion: str, answer: str) -> bool:
+    return first_line_state(completion)[1]
+
+
 def exact(completion: str, answer: str) -> float:
     """1.0 when the first line of the completion equals the answer (whitespace-normalized), else 0.0."""
     return 1.0 if first_line(completion) == first_line(answer) else 0.0
+
+
+def _exact_settled(completion: str, answer: str) -> bool:
+    """Settled once the first line ended, or once it left the answer: every continuation of a partial
+    line normalizes to a string that starts with the normalized partial line."""
+    line, ended = first_line_state(completion)
+    if ended:
+        return True
+    # U+FFFD: a multi-byte character split across tokens; its next token may complete it.
+    return bool(line) and "\ufffd" not in line and not first_line(answer).startswith(line)
+
+
+exact.settled = _exact_settled
 
 
 def _parse_number(text: str) -> float | None:
@@ -76,6 +135,7 @@ def numeric(tolerance: float = DEFAULT_TOLERANCE) -> Scorer:
 
     score.__name__ = f"numeric(tolerance={tol:g})"
     score.__qualname__ = score.__name__
+    score.settled = _first_line_settled
     return score
 
 
@@ -106,6 +166,23 @@ def set_f1(completion: str, answer: str) -> float:
         return 0.0
     precision, recall = hits / len(pred), hits / len(gold)
     return 2 * precision * recall / (precision + recall)
+
+
+def _set_f1_settled(completion: str, answer: str) -> bool:
+    return "\n" not in as_text(answer).strip() and first_line_state(completion)[1]
+
+
+set_f1.settled = _set_f1_settled
+
+
+def score_settled(scorer: Scorer, completion: str, answer: str) -> bool:
+    """True when no continuation of `completion` can change its score, so evaluation may stop generating it.
+
+    A scorer opts in with a `settled(completion, answer)` attribute: the built-in ones read only the
+    completion's first line; a reward callable (`RewardScorer`) sees the whole completion and never settles.
+    """
+    rule = getattr(scorer, "settled", None)
+    return rule is not None and bool(rule(completion, answer))
 
 
 # name -> factory(tolerance) -> Scorer

@@ -41,6 +41,15 @@ class StageContext:
     on_progress: Callable[[str, float, float], None] | None = None
     # After each intermediate evaluation: a reason to end the stage early (the SFT -> RL hand-over), or None.
     handover: Callable[["StageState"], str | None] | None = None
+    chat: Any = None  # a `ChatFormat` when prompts are conversations (`data.chat`), else None
+    accel: Any = None  # the plan's `accel` (GPU options); None: defaults
+    tracking: str = "none"  # `tracking`: a TRL `report_to` target
+    run_name: str | None = None  # the tracker run: <study>/<trial>/<stage>
+    log_dir: str | None = None  # the trainer's output folder when tracked (tensorboard writes its runs/ there)
+
+    def prompt_text(self, tokenizer, prompt: str) -> str:
+        """A prompt as the model sees it: templated when the trial uses a chat template."""
+        return prompt if self.chat is None else self.chat.prompt_text(tokenizer, prompt)
 
 
 @dataclass
@@ -52,6 +61,7 @@ class StageState:
     reward: float | None = None
     eval_seconds: float = 0.0
     handover: str | None = None
+    adapter: Any = None  # a LoRA stage's (peft config, adapter weights on the CPU), taken before the merge
 
 
 def _mean_tokens(tokenizer, texts: list[str]) -> tuple[float, int]:
@@ -123,12 +133,18 @@ def _lora_config(rank: int):
 
 
 def _common_args(ctx: StageContext, out_dir: str, max_steps: int) -> dict:
+    from ._accel import trainer_args
+    from ._config import AccelConfig
+
     cfg = ctx.config
+    tracked = ctx.tracking != "none"
     return dict(
-        output_dir=out_dir, learning_rate=cfg.lr, max_steps=max_steps, lr_scheduler_type="constant_with_warmup",
-        warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no", report_to="none",
-        bf16=ctx.use_cuda, use_cpu=not ctx.use_cuda, seed=ctx.seed, data_seed=ctx.seed,
-        dataloader_drop_last=True, disable_tqdm=True, max_grad_norm=1.0, logging_nan_inf_filter=False,
+        output_dir=ctx.log_dir if tracked and ctx.log_dir else out_dir, learning_rate=cfg.lr, max_steps=max_steps,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=cfg.warmup_steps, logging_steps=1, save_strategy="no",
+        report_to=ctx.tracking if tracked else "none", run_name=ctx.run_name if tracked else None,
+        use_cpu=not ctx.use_cuda, seed=ctx.seed,
+        data_seed=ctx.seed, dataloader_drop_last=True, disable_tqdm=True, max_grad_norm=1.0,
+        logging_nan_inf_filter=False, **trainer_args(ctx.accel or AccelConfig(), ctx.use_cuda, ctx.name),
     )
 
 
@@ -182,7 +198,11 @@ class _TrainerStage:
                 trainer.remove_callback(quiet)
             trainer.train()
             trained = trainer.model
-        if hasattr(trained, "merge_and_unload"):
+        if hasattr(trained, "merge_and_unload"):  # a LoRA stage: keep its adapter (MB) for the checkpoint
+            from peft import get_peft_model_state_dict
+
+            weights = {k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(trained).items()}
+            state.adapter = (trained.peft_config["default"], weights)
             trained = trained.merge_and_unload()
         return trained, state
 
@@ -192,7 +212,7 @@ class CPTStage(_TrainerStage):
 
     name = "cpt"
 
-    def texts(self, ctx):
+    def texts(self, ctx, tokenizer=None):
         return list(ctx.data.cpt_corpus)
 
     def dataset(self, ctx):
@@ -201,7 +221,7 @@ class CPTStage(_TrainerStage):
         return Dataset.from_dict({"text": self.texts(ctx)})
 
     def step_costs(self, ctx, tokenizer):
-        texts = self.texts(ctx)
+        texts = self.texts(ctx, tokenizer)
         if not texts:
             raise BudgetError(f"stage `{ctx.name}` has a share but its training set is empty")
         mean, least = _mean_tokens(tokenizer, texts)
@@ -229,13 +249,17 @@ class SFTStage(CPTStage):
 
     name = "sft"
 
-    def texts(self, ctx):
+    def texts(self, ctx, tokenizer=None):
+        if ctx.chat is not None and tokenizer is not None:  # what the template makes of each example
+            return [ctx.prompt_text(tokenizer, e.prompt) + e.answer for e in ctx.data.sft_train]
         return [e.prompt + e.answer for e in ctx.data.sft_train]
 
     def dataset(self, ctx):
         from datasets import Dataset
 
         train = ctx.data.sft_train
+        if ctx.chat is not None:  # TRL's conversational prompt-completion: loss on the assistant turn only
+            return Dataset.from_list([ctx.chat.sft_row(e.prompt, e.answer) for e in train])
         return Dataset.from_dict({"prompt": [e.prompt for e in train], "completion": [e.answer for e in train]})
 
     def extra_args(self) -> dict:
@@ -252,7 +276,7 @@ class RLStage(_TrainerStage):
         train = ctx.data.rl_train
         if not train:
             raise BudgetError(f"stage `{ctx.name}` has a share but its training set is empty")
-        mean_prompt, least_prompt = _mean_tokens(tokenizer, [e.prompt for e in train])
+        mean_prompt, least_prompt = _mean_tokens(tokenizer, [ctx.prompt_text(tokenizer, e.prompt) for e in train])
         mean_answer, _ = _mean_tokens(tokenizer, [e.answer for e in train])
         completions = cfg.batch_size * cfg.generations
         fpt = rl_flops_per_token(ctx.n_params, cfg.rank, cfg.beta)
@@ -267,16 +291,31 @@ class RLStage(_TrainerStage):
 
         cfg: RLConfig = ctx.config
         train = ctx.data.rl_train
-        dataset = Dataset.from_dict({"prompt": [e.prompt for e in train], "answer": [e.answer for e in train],
+        prompts = [e.prompt if ctx.chat is None else ctx.chat.messages(e.prompt) for e in train]
+        dataset = Dataset.from_dict({"prompt": prompts, "answer": [e.answer for e in train],
                                      "task": [e.task for e in train]})
         args = GRPOConfig(**_common_args(ctx, out_dir, max_steps),
                           per_device_train_batch_size=cfg.batch_size * cfg.generations,
                           num_generations=cfg.generations, max_completion_length=cfg.max_completion_length,
                           beta=cfg.beta, temperature=cfg.temperature, steps_per_generation=1,
-                          include_num_input_tokens_seen="no")
+                          include_num_input_tokens_seen="no",
+                          chat_template_kwargs=dict(ctx.chat.kwargs) if ctx.chat is not None else None)
+        rewards = [_guarded_reward(ctx.data.reward_fn())]
+        if cfg.format_reward > 0:
+            rewards.append(_format_reward(ctx.data.extract, cfg.format_reward))
         return GRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                           reward_funcs=[_guarded_reward(ctx.data.reward_fn())],
-                           peft_config=_lora_config(cfg.rank), callbacks=[callback])
+                           reward_funcs=rewards, peft_config=_lora_config(cfg.rank), callbacks=[callback])
+
+
+def _format_reward(extract, weight: float):
+    """`allocation.rl.format_reward`: `weight` for a completion that holds an answer where `data.answer`
+    looks, 0 otherwise (added to the task reward)."""
+    from ._scoring import as_text
+
+    def format_reward(completions, **kwargs):
+        return [weight if extract(as_text(c)) is not None else 0.0 for c in completions]
+
+    return format_reward
 
 
 def _guarded_reward(reward):

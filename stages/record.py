@@ -67,7 +67,7 @@ RESULT_KEYS = tuple(TrialResult.__annotations__)
 # curves.parquet: column -> Arrow type name (the per-task scores are JSON strings).
 CURVE_COLUMNS = {"stage": "string", "step": "int64", "compute": "float64", "flops": "float64", "tokens": "float64",
                  "id": "float64", "ood": "float64", "loss": "float64", "reward": "float64", "id_tasks": "string",
-                 "ood_tasks": "string"}
+                 "ood_tasks": "string", "id_n": "int64", "ood_n": "int64", "id_se": "float64", "ood_se": "float64"}
 
 
 @dataclass
@@ -85,6 +85,11 @@ class CurvePoint:
     reward: float | None
     id_tasks: dict[str, float] = field(default_factory=dict)
     ood_tasks: dict[str, float] = field(default_factory=dict)
+    # Items scored and the score's standard error (intermediate points may use a subsample).
+    id_n: int | None = None
+    ood_n: int | None = None
+    id_se: float | None = None
+    ood_se: float | None = None
 
 
 def write_curves(points: Sequence[CurvePoint], path) -> None:

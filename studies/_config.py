@@ -29,10 +29,10 @@ SamplerName = Literal["surrogate", "tpe", "gp", "nsga2", "random", "grid"]  # th
 PrunerName = Literal["dominated", "median", "hyperband", "successive_halving", "none"]  # `_study.PRUNERS`
 MULTI_PRUNERS = ("dominated",)  # the pruners a multi-objective study takes; the others need `kind: weighted`
 DEFAULT_TRIALS = 20
-MACHINE_FIELDS = ("device",)  # trial fields that may differ between workers of one study
+MACHINE_FIELDS = ("device", "accel", "tracking")  # trial fields that may differ between workers of one study
 
 
-STUDY_SECTIONS = ("study",)  # plan sections besides the trial configuration
+STUDY_SECTIONS = ("study", "resources")  # plan sections besides the trial configuration
 
 
 # -- plan files and presets -------------------------------------------------------------------------
@@ -181,6 +181,20 @@ class StudyConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """What one trial asks of a cluster node (`resources:`; read by `ptplan submit` and the accounting)."""
+
+    gpus_per_trial: int = option(0, "GPUs a SLURM task asks for one trial (0 or 1; multi-GPU trials are not built "
+                                 "yet)")
+
+    def __post_init__(self):
+        _check(_int(self.gpus_per_trial) and self.gpus_per_trial >= 0, "gpus_per_trial", "must be an integer >= 0",
+               self.gpus_per_trial)
+        _check(self.gpus_per_trial <= 1, "gpus_per_trial", "must be 0 or 1: a trial runs in one process on one "
+               "device (multi-GPU trials under `accelerate launch` are not built yet)", self.gpus_per_trial)
+
+
+@dataclass
 class Plan:
     """A resolved plan: the study settings, the fixed trial config and the search space.
 
@@ -192,6 +206,7 @@ class Plan:
     study: StudyConfig
     trial: TrialConfig
     space: SearchSpace
+    resources: ResourcesConfig = option(factory=ResourcesConfig, help="what one trial asks of a cluster node")
 
     @classmethod
     def load(cls, plan: "str | Path | Plan", overrides: list[str] | tuple | dict | None = None) -> "Plan":
@@ -207,14 +222,15 @@ class Plan:
         data = apply_overrides(data, _overrides(overrides))
         raw = data.get("study")
         study = from_dict(StudyConfig, raw if raw is not None else {}, "study")
-        base = {k: v for k, v in data.items() if k != "study"}
+        resources = from_dict(ResourcesConfig, data.get("resources") or {}, "resources")
+        base = {k: v for k, v in data.items() if k not in STUDY_SECTIONS}
         trial = TrialConfig.from_dict(copy.deepcopy(base))
         search = study.search if study.search is not None else default_search(base)
         if not search:
             raise ConfigError("study.search", "is empty and the plan gives no stage shares to search; "
                               "name the fields to search, e.g. `allocation.sft.rank: {choices: [16, 64]}`")
         space = SearchSpace.parse(search, base, grid=study.sampler == "grid")
-        return cls(data, source, study, trial, space)
+        return cls(data, source, study, trial, space, resources)
 
     # -- derived settings ----------------------------------------------------------------------
     @property
@@ -244,17 +260,33 @@ class Plan:
     def directions(self) -> list[str]:
         return ["maximize", "maximize"] if self.study.objective.kind == "multi" else ["maximize"]
 
-    def identity(self) -> dict:
+    def identity(self, legacy: bool = False) -> dict:
+        """What makes trials comparable. User data files count by split, not by path: their content is
+        checked separately (`data_digests`), so a corrected copy elsewhere is the same study."""
         trial = self.trial.to_dict()
         for key in MACHINE_FIELDS:
             trial.pop(key, None)
+        if not legacy and trial.get("data", {}).get("files"):
+            trial["data"]["files"] = sorted(trial["data"]["files"])
         obj = self.study.objective
         objective = {"kind": obj.kind} if obj.kind == "multi" else {"kind": obj.kind, "ood_weight": obj.ood_weight}
         return json.loads(json.dumps({"trial": trial, "search": self.space.to_dict(), "grid": self.grid,
                                       "objective": objective}, default=str))
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, legacy: bool = False) -> str:
+        return hashlib.sha256(json.dumps(self.identity(legacy), sort_keys=True).encode()).hexdigest()[:16]
+
+    def data_digests(self) -> dict[str, str]:
+        """SHA-256 of each user data file (split -> digest); {} for a built-in suite. Unreadable: ''."""
+        from ptplan.stages._trial import _file_digest
+
+        out = {}
+        for split, path in sorted((self.trial.data.files or {}).items()):
+            try:
+                out[split] = _file_digest(path)
+            except OSError:
+                out[split] = ""
+        return out
 
     def resolved(self, storage_url: str) -> dict:
         """The plan as workers read it: overrides applied, run folder and storage made explicit."""
@@ -310,6 +342,9 @@ def plan_fields() -> list[dict]:
     out.append({"path": "study", "type": "section", "default": None,
                 "help": "how the plan is searched and where its study lives"})
     walk(StudyConfig, "study.")
+    out.append({"path": "resources", "type": "section", "default": None,
+                "help": "what one trial asks of a cluster node (`ptplan submit`; not part of the study identity)"})
+    walk(ResourcesConfig, "resources.")
     return out
 
 

@@ -25,7 +25,7 @@ HOST = socket.gethostname()
 LEASE_ATTR = "lease"
 FAILURE_ATTR = "failure"
 RECORD_ATTRS = ("allocation", "ledger", "final", "ood_peak", "curves", "compute_saved", "timings", "wall_seconds",
-                "checkpoints")
+                "checkpoints", "resources")
 
 
 def worker_name() -> str:
@@ -131,6 +131,7 @@ class TrialObjective:
         from ptplan.stages import TrialFailed
 
         out: Path | None = None
+        started: float | None = None
         try:
             values = self.plan.space.suggest(trial)
             number = trial.number
@@ -158,14 +159,16 @@ class TrialObjective:
             pruned = err.reason == "pruned"
             reason = err.reason
             self._record(trial, err.result, out)
+            self._account(trial, started, (err.result or {}).get("timings"))
             trial.set_user_attr(FAILURE_ATTR, {"reason": reason, "message": err.message[-2000:]})
             self.echo(f"trial {trial.number} {'pruned' if pruned else 'failed'} ({reason}): {err.message[:300]}")
             if pruned:
                 raise optuna.TrialPruned(err.message) from None
             raise
         except KeyboardInterrupt:
-            self._mark(trial, "interrupted", "stopped by Ctrl-C / SIGINT / SIGTERM")
+            self._mark(trial, "interrupted", "stopped by Ctrl-C / SIGINT / SIGTERM / SIGUSR1")
             self._record_from_disk(trial, out)
+            self._account(trial, started, self._timings(trial))
             raise
         except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
             raise
@@ -177,6 +180,7 @@ class TrialObjective:
         final = result["final"]
         wall = time.perf_counter() - started
         trial.set_user_attr("wall_seconds", wall)
+        self._account(trial, started, result.get("timings"))
         self.echo(f"trial {number} complete in {wall:.0f} s: ID {final['id']:.3f}  OOD {final['ood']:.3f}"
                   + (f"  (reused {', '.join(self._reused(result))})" if self._reused(result) else ""))
         return self.values(final)
@@ -190,6 +194,25 @@ class TrialObjective:
     @staticmethod
     def _reused(result: dict) -> list[str]:
         return [s for s, st in result["ledger"]["stages"].items() if st.get("reused")]
+
+    @staticmethod
+    def _timings(trial) -> dict | None:
+        try:
+            return trial.user_attrs.get("timings")
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _account(self, trial, started: float | None, timings: dict | None) -> None:
+        """The trial's wall time, devices and device-hours (`resources` user attr), best effort."""
+        from ._accounting import RESOURCES_ATTR, resources_record, trial_devices
+
+        if started is None:
+            return
+        try:
+            kind, n = trial_devices(self.plan.trial.device, self.plan.resources.gpus_per_trial)
+            trial.set_user_attr(RESOURCES_ATTR, resources_record(time.perf_counter() - started, timings, kind, n))
+        except Exception:  # noqa: BLE001 - accounting never fails a trial
+            pass
 
     @staticmethod
     def _mark(trial, reason: str, message: str) -> None:

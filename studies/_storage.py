@@ -1,4 +1,4 @@
-"""Study storage by URL: SQLite (one worker), Optuna's journal file (processes on one machine),
+"""Study storage by URL: Optuna's journal file (the default; processes on one machine), SQLite (one worker),
 PostgreSQL / MySQL (several machines). RDB storages get Optuna's heartbeat; the journal storage,
 which has none, gets ptplan's lease (see `_lease.py`).
 """
@@ -69,7 +69,9 @@ def sqlite_url(path: Path) -> str:
 
 
 def default_storage(run_dir: Path, jobs: int, must_exist: bool = False) -> str:
-    """The storage inside the run folder: whichever exists, else SQLite for one job, journal for more."""
+    """The storage inside the run folder: whichever exists, else Optuna's journal file, which serves any
+    number of local workers (so `--jobs` can change between runs). SQLite studies made by earlier
+    versions keep working, one worker at a time."""
     from ptplan.stages.errors import StudyError
 
     db, journal = run_dir / DEFAULT_SQLITE, run_dir / DEFAULT_JOURNAL
@@ -86,7 +88,7 @@ def default_storage(run_dir: Path, jobs: int, must_exist: bool = False) -> str:
     if must_exist:
         raise StudyError(f"no study storage in {run_dir} (neither {DEFAULT_SQLITE} nor {DEFAULT_JOURNAL}); start the "
                          "study with `ptplan run`, or set `study.storage` to where it lives")
-    return journal_url(journal) if jobs > 1 else sqlite_url(db)
+    return journal_url(journal)
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ptplan.stages.record import PARAM_PREFIX, STAGES, pareto_front as _front, rank_column, share_column, spent_column
 
+from ._accounting import cost_columns
 from ._space import SHARE_PARAMS
 from ._worker import failure_reason, retry_history
 
@@ -89,10 +90,17 @@ def trial_row(t, plan: "StudyPlan") -> dict:
         "curves": ua.get("curves"),
         "artifacts": ua.get("artifacts"),
         "worker": ua.get("worker"),
+        **cost_columns(ua.get("resources")),
         "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
         "completed": t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None,
         "duration_s": (t.datetime_complete - t.datetime_start).total_seconds()
         if t.datetime_start and t.datetime_complete else None,
+    })
+    timings = ua.get("timings") or {}
+    row.update({  # seconds: the worker's wall time of the trial, its training loops and its evaluation
+        "time_wall": ua.get("wall_seconds", timings.get("total")),
+        "time_train": timings.get("train"),
+        "time_eval": timings.get("eval"),
     })
     return row
 

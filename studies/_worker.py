@@ -127,6 +127,56 @@ def recover(admin, retries: int, echo: Callable[[str], None]) -> int:
     return n
 
 
+def retry_failed(admin, echo: Callable[[str], None]) -> int:
+    """`--retry-failed`: queue again every failed allocation (grid cells included) that no trial has
+    retried yet and no COMPLETE trial holds; unbounded by `study.retries` (the user asked)."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    trials = admin.get_trials(deepcopy=False)
+    done = _retried(trials)
+    held = {_cell_key(t.params) for t in trials if t.state in (TrialState.COMPLETE, TrialState.WAITING,
+                                                                TrialState.RUNNING)}
+    n = 0
+    for t in trials:
+        if t.state == TrialState.FAIL and t.number not in done and _cell_key(t.params) not in held:
+            RetryHeartbeatStaleTrialCallback(max_retry=None)(admin, t)
+            held.add(_cell_key(t.params))
+            n += 1
+    echo(f"--retry-failed: {n} failed allocation(s) queued again" if n else "--retry-failed: no failed allocation "
+         "to retry")
+    return n
+
+
+def repeated_failure(trials, since: float) -> tuple[str, str] | None:
+    """(reason, message) of a hard failure that ended two trials since `since` (a deterministic one)."""
+    seen: set[tuple[str, str]] = set()
+    for t in sorted(trials, key=lambda t: t.number):
+        reason = failure_reason(t)
+        if reason in (None, *SOFT_FAILURES) or not t.datetime_complete or t.datetime_complete.timestamp() < since:
+            continue
+        failure = t.user_attrs.get(FAILURE_ATTR) or {}
+        key = (reason, str(failure.get("message", "")))
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
+def shortfall(trials, target: int) -> str:
+    """Why a study is short of its target: counts and the most recent failure of each reason."""
+    counts = _counts(trials)
+    last: dict[str, str] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        reason = failure_reason(t)
+        if reason:
+            last[reason] = str((t.user_attrs.get(FAILURE_ATTR) or {}).get("message", ""))[:300]
+    why = "; ".join(f"{sum(1 for t in trials if failure_reason(t) == r)} {r} (last: {m or 'no message'})"
+                    for r, m in sorted(last.items()))
+    return (f"target not reached: {counts['COMPLETE']} of {target} trials complete"
+            + (f"; failures: {why}" if why else "") + "; fix the cause and run again with --retry-failed")
+
+
 def _cell_key(params: dict) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
@@ -154,15 +204,25 @@ class Session:
     admin: object
     created: bool = False
     queued: int = 0
+    moved_aside: Path | None = None  # old trial folders set aside by --new-study
 
     @property
     def kind(self) -> str:
         return StorageSpec(self.url).kind
 
 
+def _trial_folders(run_dir: Path) -> list[Path]:
+    folder = run_dir / "trials"
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
 def open_session(plan: "StudyPlan", jobs: int = 1, index: int | None = 0, create: bool = True,
-                 must_exist: bool = False, check: bool = True) -> Session:
-    """Resolve the storage URL, open it and the plan's study (checking its identity)."""
+                 must_exist: bool = False, check: bool = True, new_study: bool = False) -> Session:
+    """Resolve the storage URL, open it and the plan's study (checking its identity).
+
+    A study that is missing next to existing trial folders (its storage deleted or moved) is refused
+    unless `new_study`, which moves the old folders aside first.
+    """
     url = plan.study.storage or default_storage(plan.run_dir, jobs, must_exist=must_exist)
     path = StorageSpec(url).path
     if not create and path is not None and not path.exists():  # never create an empty storage to read it
@@ -176,7 +236,17 @@ def open_session(plan: "StudyPlan", jobs: int = 1, index: int | None = 0, create
         existed = True
     except KeyError:
         existed = False
-    created = False
+    created, moved = False, None
+    if not existed and create and _trial_folders(plan.run_dir):
+        found = _trial_folders(plan.run_dir)
+        if not new_study:
+            raise StudyError(
+                f"{plan.run_dir / 'trials'} holds {len(found)} trial folder(s) but {mask(url)} has no study "
+                f"{plan.name!r} (its storage was deleted or moved); restore it (or set `study.storage` to where it "
+                "lives) to continue that study, or pass --new-study to start a new one (the old trial folders "
+                "are moved aside, not deleted)")
+        moved = plan.run_dir / f"trials.old-{time.strftime('%Y%m%d-%H%M%S')}"
+        (plan.run_dir / "trials").rename(moved)
     if not existed and create:
         try:
             optuna.create_study(storage=storage, study_name=plan.name, directions=plan.directions,
@@ -187,7 +257,7 @@ def open_session(plan: "StudyPlan", jobs: int = 1, index: int | None = 0, create
     admin = open_study(plan, storage, url, create=False, check=check, admin=True)
     queued = ensure_grid_cells(admin, plan) if created and plan.grid else 0
     study = open_study(plan, storage, url, index=index, create=False, check=False)
-    return Session(plan, url, storage, study, admin, created, queued)
+    return Session(plan, url, storage, study, admin, created, queued, moved)
 
 
 @dataclass
@@ -195,7 +265,8 @@ class WorkResult:
     ran: int = 0
     stopped: str = ""
     counts: dict = field(default_factory=dict)
-    reached: bool = False  # the target count was reached (or the grid is done)
+    reached: bool = False  # the target count of COMPLETE trials was reached (a grid: every cell complete)
+    repeated: tuple[str, str] | None = None  # (reason, message) of a failure that recurred: the study stopped
 
 
 def _counts(trials) -> Counter:
@@ -223,6 +294,7 @@ def work(session: Session, target: int, echo: Callable[[str], None] = print, obj
     callbacks = [MaxTrialsCallback(target, states=done_states)]
     max_failures = plan.max_failures(target)
     out = WorkResult()
+    started = time.time()
     grid_wait_until = time.time() + 60
     while True:
         trials = admin.get_trials(deepcopy=False)
@@ -236,9 +308,16 @@ def work(session: Session, target: int, echo: Callable[[str], None] = print, obj
                 f", {counts['PRUNED']} pruned" if counts["PRUNED"] else "") + f" (target {target})"
             out.reached = True
             return out
-        hard = sum(1 for t in trials if failure_reason(t) not in (None, *SOFT_FAILURES))
+        retried = _retried(trials)
+        hard = sum(1 for t in trials if failure_reason(t) not in (None, *SOFT_FAILURES) and t.number not in retried)
         if hard >= max_failures:
             out.stopped = f"stopped: {hard} trials failed (limit `study.max_failures` = {max_failures})"
+            return out
+        repeated = repeated_failure(trials, started)
+        if repeated is not None:
+            out.stopped = (f"stopped: the same failure ended two trials ({repeated[0]}: {repeated[1][:500]}); it "
+                           "will recur, so the study stops here; fix the cause and run again with --retry-failed")
+            out.repeated = repeated
             return out
         idle = counts["WAITING"] == 0 and (plan.grid or finished + counts["RUNNING"] >= target)
         if idle:
@@ -246,7 +325,7 @@ def work(session: Session, target: int, echo: Callable[[str], None] = print, obj
             if counts["RUNNING"] == 0 and grid_ready:
                 out.stopped = (f"grid done: {counts['COMPLETE']} of {plan.space.n_cells()} cells complete"
                                if plan.grid else "nothing left to run")
-                out.reached = plan.grid
+                out.reached = plan.grid and counts["COMPLETE"] >= min(target, plan.space.n_cells())
                 return out
             if not grid_ready and time.time() > grid_wait_until:
                 raise StudyError("the grid study was created but its cells were never queued; run `ptplan run` "
@@ -279,13 +358,17 @@ def quiet_libraries() -> None:
 
 
 class interrupt_once:
-    """SIGINT/SIGTERM raise KeyboardInterrupt once; later signals are ignored so the bookkeeping
-    of the interrupted trial (its record, its FAIL state) is not itself interrupted."""
+    """SIGINT/SIGTERM (and `extra` signals, e.g. SLURM's USR1 warning) raise KeyboardInterrupt once;
+    later signals are ignored so the bookkeeping of the interrupted trial (its record, its FAIL
+    state) is not itself interrupted."""
+
+    def __init__(self, extra: tuple = ()):
+        self.extra = tuple(extra)
 
     def __enter__(self):
         # A SIGINT ignored from the start (a background job of a script) stays ignored.
-        self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)
-                     if signal.getsignal(s) is not signal.SIG_IGN}
+        self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, *self.extra)
+                     if signal.getsignal(s) is not signal.SIG_IGN or s in self.extra}
         for s in self._old:
             signal.signal(s, self._handler)
         return self
@@ -358,12 +441,15 @@ def describe_exit(code: int) -> str:
 
 
 def run_study(plan: "StudyPlan", trials: int | None, jobs: int, echo: Callable[[str], None],
-              worker_argv: Callable[[Path, int, int], list[str]]) -> tuple[Session, WorkResult, list[int]]:
+              worker_argv: Callable[[Path, int, int], list[str]], new_study: bool = False,
+              retry: bool = False, check: bool = True) -> tuple[Session, WorkResult, list[int]]:
     """`ptplan run`: create or resume, recover interrupted trials, run K workers to N COMPLETE."""
     if jobs < 1:
         raise StudyError(f"--jobs must be >= 1, got {jobs}")
     target = plan.target(trials)
-    session = open_session(plan, jobs=jobs, index=0)
+    session = open_session(plan, jobs=jobs, index=0, new_study=new_study)
+    if session.moved_aside is not None:
+        echo(f"--new-study: the old trial folders are now in {session.moved_aside}")
     spec = StorageSpec(session.url)
     if jobs > 1 and spec.kind == "sqlite":
         echo("warning: SQLite serves one worker at a time; with several workers use a journal:// or "
@@ -377,9 +463,18 @@ def run_study(plan: "StudyPlan", trials: int | None, jobs: int, echo: Callable[[
         session.queued += ensure_grid_cells(session.admin, plan)  # cells a crashed creator never queued
     if plan.grid:
         echo(f"grid of {plan.space.n_cells()} cells" + (f", {session.queued} queued" if session.queued else ""))
+    if check:  # before this run's first trial; one real optimizer step per stage until a trial completes
+        from ._preflight import preflight
+
+        complete = any(t.state.name == "COMPLETE" for t in session.admin.get_trials(deepcopy=False))
+        checks = preflight(plan, train_steps=not complete)
+        echo(f"preflight passed ({', '.join(c.name for c in checks)}) in {sum(c.seconds for c in checks):.1f} s")
     recover(session.admin, plan.study.retries, echo)
+    if retry:
+        retry_failed(session.admin, echo)
     plan_file = write_resolved_plan(plan, session.url)
     codes: list[int] = []
+    started = time.time()
     if jobs == 1:
         quiet_libraries()
         with interrupt_once():
@@ -391,19 +486,47 @@ def run_study(plan: "StudyPlan", trials: int | None, jobs: int, echo: Callable[[
                 echo(f"worker {i} ended with {describe_exit(code)}")
         trials = session.admin.get_trials(deepcopy=False)
         result = WorkResult(counts=dict(_counts(trials)))
-        done = result.counts.get("COMPLETE", 0)
-        result.reached = done >= target or (plan.grid and not any(t.state.name in ("WAITING", "RUNNING")
-                                                                  for t in trials))
+        done = result.counts.get("COMPLETE", 0) + (result.counts.get("PRUNED", 0)
+                                                   if plan.study.objective.kind == "weighted" else 0)
+        result.reached = done >= (min(target, plan.space.n_cells()) if plan.grid else target)
+        result.repeated = repeated_failure(trials, started)
         result.stopped = f"{done} trials complete (target {target})"
+    if not result.reached:
+        result.stopped += "\n" + shortfall(session.admin.get_trials(deepcopy=False), target)
     return session, result, codes
 
 
-def run_worker(plan: "StudyPlan", trials: int | None, index: int | None, echo: Callable[[str], None]):
-    """`ptplan worker`: join the plan's study (from any machine that reaches its storage)."""
+def run_worker(plan: "StudyPlan", trials: int | None, index: int | None, echo: Callable[[str], None],
+               retry_interrupted: bool = False):
+    """`ptplan worker`: join the plan's study (from any machine that reaches its storage).
+
+    `retry_interrupted` (SLURM array tasks): SIGUSR1 interrupts too, and a trial this worker
+    interrupted has its allocation queued again at once, so another worker retries it."""
     session = open_session(plan, jobs=1, index=index, must_exist=plan.study.storage is None)
     quiet_libraries()
-    with interrupt_once():
-        return session, work(session, plan.target(trials), echo)
+    try:
+        with interrupt_once(extra=(signal.SIGUSR1,) if retry_interrupted else ()):
+            return session, work(session, plan.target(trials), echo)
+    except KeyboardInterrupt:
+        if retry_interrupted:
+            requeue_own_interrupted(session.admin, plan.study.retries, echo)
+        raise
+
+
+def requeue_own_interrupted(admin, retries: int, echo: Callable[[str], None]) -> int:
+    """Queue again the allocations of this process's interrupted trials (none was retried yet)."""
+    from ._objective import worker_name
+
+    me = worker_name()
+    trials = admin.get_trials(deepcopy=False)
+    done = _retried(trials)
+    n = 0
+    for t in trials:
+        if t.user_attrs.get("worker") == me and failure_reason(t) == "interrupted" and t.number not in done:
+            if _retry(admin, t, retries):
+                echo(f"trial {t.number} interrupted; its allocation is queued again for another worker")
+                n += 1
+    return n
 
 
 def worker_argv(plan_file: Path, target: int, index: int) -> list[str]:

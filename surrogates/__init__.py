@@ -11,7 +11,7 @@
 
 from ._baselines import BASELINES, BestSoFar, LossPatience, NearestTrials, PowerLaw
 from ._curve import OODPeakModel, PeakPrediction, as_curve, peak_of, sft_curve, truncate
-from ._eval import (TARGET_COVERAGE, TARGET_GAIN, TARGET_MAE, TARGET_SPEARMAN, evaluate, evaluate_curve_models, evaluate_outcome_models, held_out_outcomes, load_curves,
+from ._eval import (TARGET_COVERAGE, TARGET_GAIN, TARGET_MAE, TARGET_SPEARMAN, evaluate, evaluate_curve_models, evaluate_outcome_models, fold_groups, held_out_outcomes, load_curves,
                     read_trial_curves)
 from ._handover import handover_policy_for, peak_handover
 from ._outcome import TARGETS, OutcomeModel, feature_columns
@@ -35,6 +35,7 @@ __all__ = [
     "evaluate_curve_models",
     "evaluate_outcome_models",
     "feature_columns",
+    "fold_groups",
     "handover_policy_for",
     "held_out_outcomes",
     "load_curves",

@@ -3,8 +3,10 @@
 Curve model: for each SFT curve, fit on all other curves, observe the first 30% (50%) of the slice
 and compare the predicted OOD peak with the recorded one. Trials that share an SFT stage (reused
 checkpoints give identical curves) are left out together, so a curve never predicts itself.
-Outcome model: leave one trial out (10-fold beyond 100 trials), Spearman correlation of predicted
-and actual final OOD and ID, and interval coverage.
+Outcome model: folds grouped by shared SFT stage (`key_sft`) and identical allocation, so a trial's
+near-copy (same SFT stage, different RL rank) or replicate (another seed) is never in the training
+fold: leave one group out up to 100 groups, else 10 grouped folds. Spearman correlation of predicted
+and actual final OOD and ID, and coverage of both interval kinds (expected score; one re-run).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sklearn.base import clone
 
 from ._baselines import BASELINES, NearestTrials
 from ._curve import OODPeakModel, as_curve, peak_of, sft_curve, truncate
-from ._outcome import TARGETS, OutcomeModel, _as_frame
+from ._outcome import TARGETS, OutcomeModel, _as_frame, feature_columns
 
 FRACTIONS = (0.3, 0.5)
 LOTO_MAX_TRIALS = 100
@@ -176,21 +178,49 @@ def _curve_summary(detail, names: list[str], fractions):
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
+def fold_groups(frame: Any) -> np.ndarray:
+    """Group id per row for held-out folds: rows sharing an SFT stage (`key_sft`) or an identical
+    allocation (replicates with other seeds) are one group, transitively."""
+    cols = feature_columns(frame)
+    allocs = [tuple(r) for r in frame.select(cols).iter_rows()] if cols else [(i,) for i in range(frame.height)]
+    sft = frame["key_sft"].to_list() if "key_sft" in frame.columns else [None] * frame.height
+    parent = list(range(frame.height))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[Any, int] = {}
+    for i, (k, a) in enumerate(zip(sft, allocs)):
+        for key in ([("sft", k)] if k else []) + [("alloc", a)]:
+            j = first.setdefault(key, i)
+            parent[root(i)] = root(j)
+    ids: dict[int, int] = {}
+    return np.array([ids.setdefault(root(i), len(ids)) for i in range(frame.height)], dtype=int)
+
+
 def held_out_outcomes(frame: Any, template: Any, *, folds: int | None = None, loo_max: int = LOTO_MAX_TRIALS,
                       random_state: int = 0, progress: Callable[[int, int], None] | None = None):
-    """Held-out predictions of an outcome model for every row of `frame` (COMPLETE trials): leave one
-    trial out up to `loo_max` trials, else `folds` (10) random folds.
+    """Held-out predictions of an outcome model for every row of `frame` (COMPLETE trials), with folds
+    grouped by `fold_groups` (shared SFT stage): leave one group out up to `loo_max` groups, else
+    `folds` (10) random grouped folds.
 
     Returns:
         (predictions, how): a polars frame aligned with `frame` (<target>, <target>_low,
-        <target>_high), and a phrase saying which cross-validation was used.
+        <target>_high, and the re-run interval columns when the model gives them), and a phrase
+        saying which cross-validation was used.
     """
     import polars as pl
 
     n = frame.height
-    k = n if (folds is None and n <= loo_max) else min(folds or 10, n)
-    how = "leave-one-out" if k == n else f"{k}-fold cross-validation"
-    fold = np.random.default_rng(random_state).permutation(n) % k
+    groups = fold_groups(frame)
+    g = int(groups.max()) + 1 if n else 0
+    k = g if (folds is None and g <= loo_max) else min(folds or 10, g)
+    how = (f"leave-one-group-out ({g} groups by shared SFT stage or allocation, {n} trials)" if k == g
+           else f"{k}-fold cross-validation grouped by shared SFT stage or allocation ({g} groups, {n} trials)")
+    fold = (np.random.default_rng(random_state).permutation(g) % k)[groups]
     parts = []
     for done, j in enumerate(range(k), 1):
         test_mask = fold == j
@@ -203,12 +233,18 @@ def held_out_outcomes(frame: Any, template: Any, *, folds: int | None = None, lo
 
 
 def evaluate_outcome_models(table: Any, level: float = 0.8, folds: int | None = None, random_state: int = 0,
-                            progress: Callable[[int, int], None] | None = None):
-    """Held-out outcome predictions: leave one trial out up to 100 trials, else `folds` (10) folds.
+                            progress: Callable[[int, int], None] | None = None,
+                            items: dict[str, int] | None = None):
+    """Held-out outcome predictions (`held_out_outcomes`: folds grouped by shared SFT stage).
+
+    Args:
+        items: evaluation items per score {"id": n, "ood": n} for the binomial floor, when the
+            table has no `id_items` / `ood_items` columns.
 
     Returns:
-        (summary, detail): one row per model and target (trials, spearman, mae, coverage); one row
-        per model, target and trial.
+        (summary, detail): one row per model and target (trials, spearman, mae, coverage of the
+        expected-score interval, rerun_coverage of the one-run interval, both against the held-out
+        trial's own outcome); one row per model, target and trial.
     """
     import polars as pl
     from scipy.stats import spearmanr
@@ -218,22 +254,26 @@ def evaluate_outcome_models(table: Any, level: float = 0.8, folds: int | None = 
         frame = frame.filter(pl.col("state") == "COMPLETE")
     frame = frame.filter(pl.col("id").is_not_null() & pl.col("ood").is_not_null())
     n = frame.height
-    models = {"outcome-model": OutcomeModel(level=level, random_state=random_state),
+    items = items or {}
+    models = {"outcome-model": OutcomeModel(level=level, random_state=random_state, id_items=items.get("id"),
+                                            ood_items=items.get("ood")),
               "nearest-trials": NearestTrials(level=level)}
     if n < 3:
         return pl.DataFrame({"model": list(models), "trials": [n] * len(models)}), pl.DataFrame()
     detail = []
     for name, template in models.items():
-        pred, _ = held_out_outcomes(frame, template, folds=folds, random_state=random_state,
+        pred, how = held_out_outcomes(frame, template, folds=folds, random_state=random_state,
                                     progress=progress if name == "outcome-model" else None)
         for t in TARGETS:
             if t not in frame.columns:
                 continue
-            for a, m, lo, hi in zip(frame[t].to_list(), pred[t].to_list(), pred[f"{t}_low"].to_list(),
-                                    pred[f"{t}_high"].to_list()):
+            rr = (pred[f"{t}_rerun_low"].to_list(), pred[f"{t}_rerun_high"].to_list()) \
+                if f"{t}_rerun_low" in pred.columns else ([None] * n, [None] * n)
+            for a, m, lo, hi, rlo, rhi in zip(frame[t].to_list(), pred[t].to_list(), pred[f"{t}_low"].to_list(),
+                                              pred[f"{t}_high"].to_list(), *rr):
                 if a is not None and np.isfinite(a):
                     detail.append({"model": name, "target": t, "actual": float(a), "predicted": m,
-                                   "low": lo, "high": hi})
+                                   "low": lo, "high": hi, "rerun_low": rlo, "rerun_high": rhi})
     detail_frame = pl.DataFrame(detail, infer_schema_length=None)
     rows = []
     for name in models:
@@ -243,15 +283,19 @@ def evaluate_outcome_models(table: Any, level: float = 0.8, folds: int | None = 
                 continue
             a, p = d["actual"].to_numpy(), d["predicted"].to_numpy()
             rho = float(spearmanr(a, p)[0]) if len(a) > 2 and np.ptp(a) > 0 and np.ptp(p) > 0 else float("nan")
+            rlo, rhi = d["rerun_low"].to_numpy().astype(float), d["rerun_high"].to_numpy().astype(float)
             rows.append({"model": name, "target": t, "trials": d.height, "spearman": rho,
                          "mae": float(np.mean(np.abs(a - p))),
                          "coverage": float(np.mean((a >= d["low"].to_numpy() - 1e-9)
-                                                   & (a <= d["high"].to_numpy() + 1e-9)))})
+                                                   & (a <= d["high"].to_numpy() + 1e-9))),
+                         "rerun_coverage": float(np.mean((a >= rlo - 1e-9) & (a <= rhi + 1e-9)))
+                         if np.isfinite(rlo).all() else float("nan"), "how": how})
     return pl.DataFrame(rows), detail_frame
 
 
 def evaluate(table: Any, curves: dict[int, Any] | None = None, base_dir: str | Path | None = None,
-             fractions=FRACTIONS, level: float = 0.8, progress: Callable[[str, int, int], None] | None = None) -> dict:
+             fractions=FRACTIONS, level: float = 0.8, progress: Callable[[str, int, int], None] | None = None,
+             items: dict[str, int] | None = None) -> dict:
     """Evaluate both surrogates against their baselines on a trial table.
 
     Args:
@@ -259,6 +303,7 @@ def evaluate(table: Any, curves: dict[int, Any] | None = None, base_dir: str | P
         curves: SFT curves by trial number, instead of reading the `curves` paths.
         base_dir: folder that relative `curves` paths are relative to.
         progress: called with (phase, done, total).
+        items: evaluation items per score {"id": n, "ood": n} (binomial floor), see `OutcomeModel`.
 
     Returns:
         dict with `curve` and `outcome` summaries (polars), their `*_detail` frames, `counts` and `notes`.
@@ -271,10 +316,11 @@ def evaluate(table: Any, curves: dict[int, Any] | None = None, base_dir: str | P
         [curves[k] for k in names], fractions, level,
         progress=(lambda d, t: progress("curves", d, t)) if progress else None)
     outcome_summary, outcome_detail = evaluate_outcome_models(
-        table, level, progress=(lambda d, t: progress("outcomes", d, t)) if progress else None)
+        table, level, progress=(lambda d, t: progress("outcomes", d, t)) if progress else None, items=items)
     if counts["flat"]:
         notes.append(f"{counts['flat']} flat SFT curve(s) (OOD never changed) have no peak to predict: left out")
     if counts["duplicate"]:
         notes.append(f"{counts['duplicate']} trial(s) share an SFT stage with another: each curve is scored once")
-    return {"curve": curve_summary, "curve_detail": curve_detail, "outcome": outcome_summary,
+    how = outcome_summary["how"][0] if "how" in outcome_summary.columns and outcome_summary.height else ""
+    return {"curve": curve_summary, "curve_detail": curve_detail, "outcome": outcome_summary, "outcome_how": how,
             "outcome_detail": outcome_detail, "counts": counts, "notes": notes}

@@ -6,6 +6,17 @@ feature for the shape of the response, plus a linear kernel so that predictions 
 run follow the trend in log budget instead of falling back to the mean, plus noise. Interval widths
 are calibrated on held-out residuals: two-fold cross-fitting with the hyperparameters refitted per
 fold below 300 trials, closed-form leave-one-out above.
+
+Noise the model knows: each score is a fraction of n evaluation items, so a row's score carries a
+binomial variance p(1-p)/n (n from `id_items`/`ood_items` columns, else the estimator's arguments);
+it enters the GP as a per-row noise floor. Replicates (rows with the same allocation and different
+training seeds) give a pooled within-allocation variance (never below the floor); without
+replicates the re-run noise falls back to the binomial floor. Runs of one training seed share that
+seed's offset (regenerated data and checkpoints), which a study at one seed cannot see: the model
+counts it as one draw of the re-run noise per seed in the table. Two intervals: `<t>_low/_high` for
+the expected score of an allocation (its mean over seeds: latent variance + re-run noise / seeds),
+`<t>_rerun_low/_rerun_high` for one new run of it with a new seed (latent + re-run noise * (1 +
+1/seeds)). The GP's white-noise lower bound is low (1e-3 standardized) so the floor can carry it.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 TARGETS = ("id", "ood", "ood_peak_fraction")
+SCORES = ("id", "ood")  # binomial targets: fractions of evaluation items
 BASE_FEATURES = ("share_cpt", "share_sft", "share_rl", "rank_cpt", "rank_sft", "rank_rl", "budget_total",
                  "parameters", "budget_unit", "suite")  # `suite`: tables that pool several studies' suites
 LOG_COLUMNS = ("budget_total", "parameters")
@@ -113,20 +125,50 @@ def _kernel(d: int):
 
     return (ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.ones(d), (0.3, 1e2), nu=2.5)
             + ConstantKernel(0.05, (1e-4, 1e1)) * DotProduct(1.0, sigma_0_bounds="fixed")
-            + WhiteKernel(0.1, (1e-2, 2.0)))
+            + WhiteKernel(0.1, (1e-3, 2.0)))
 
 
-def _gp(X: np.ndarray, z: np.ndarray, max_opt_samples: int, rng, start=None):
-    """A GP on (X, z): hyperparameters by marginal likelihood on at most `max_opt_samples` rows,
-    starting from the kernel `start` when given."""
+def binomial_var(p, n) -> np.ndarray:
+    """Variance of a score that is a fraction of `n` items with success rate `p` (p shrunk off 0 and 1
+    by half an item, so a score of 0 still carries noise); 0 where n is unknown."""
+    p, n = np.asarray(p, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.clip((p * n + 0.5) / (n + 1.0), 0.0, 1.0)
+        v = q * (1 - q) / n
+    return np.where(np.isfinite(v) & (n > 0), v, 0.0)
+
+
+def _white(gp) -> float:
+    """The fitted WhiteKernel noise level of a GP from `_kernel` (standardized units)."""
+    return float(gp.kernel_.k2.noise_level)
+
+
+def _gp(X: np.ndarray, z: np.ndarray, max_opt_samples: int, rng, start=None, alpha=None):
+    """A GP on (X, z) with per-row noise `alpha` (standardized variance) on top of the learned white
+    noise: hyperparameters by marginal likelihood on at most `max_opt_samples` rows, starting from
+    the kernel `start` when given."""
     from sklearn.gaussian_process import GaussianProcessRegressor
 
+    alpha = np.full(len(z), 1e-10) if alpha is None else np.maximum(alpha, 1e-10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         pick = rng.choice(len(z), min(len(z), max_opt_samples), replace=False)
         kernel = start if start is not None else _kernel(X.shape[1])
-        kernel = GaussianProcessRegressor(kernel, optimizer=_lbfgs).fit(X[pick], z[pick]).kernel_
-        return GaussianProcessRegressor(kernel, optimizer=None).fit(X, z)
+        kernel = GaussianProcessRegressor(kernel, alpha=alpha[pick], optimizer=_lbfgs).fit(X[pick], z[pick]).kernel_
+        return GaussianProcessRegressor(kernel, alpha=alpha, optimizer=None).fit(X, z)
+
+
+def _replicate_var(y: np.ndarray, groups: np.ndarray) -> tuple[int, int, float]:
+    """Pooled within-allocation variance of `y` over allocations run more than once: (allocations,
+    degrees of freedom, variance); (0, 0, nan) without replicates."""
+    ss, dof, k = 0.0, 0, 0
+    for g in np.unique(groups):
+        v = y[groups == g]
+        if len(v) > 1:
+            ss += float(((v - v.mean()) ** 2).sum())
+            dof += len(v) - 1
+            k += 1
+    return k, dof, ss / dof if dof else float("nan")
 
 
 class _Process:
@@ -134,19 +176,23 @@ class _Process:
 
     LOO_TRIALS = 300  # from here on hyperparameters are well determined and leave-one-out is honest
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, level: float, max_opt_samples: int, rng):
+    def __init__(self, X: np.ndarray, y: np.ndarray, level: float, max_opt_samples: int, rng,
+                 floor: np.ndarray | None = None, replicate_var: float | None = None, seeds: int = 1):
         self.n = len(y)
         self.mean_y = float(np.mean(y)) if len(y) else 0.5
         self.std_y = float(np.std(y)) if len(y) > 1 and np.std(y) > 1e-9 else 1.0
-        self.scale, self.gp = 1.0, None
+        self.scale, self.gp, self.replicate_var, self.seeds = 1.0, None, replicate_var, max(int(seeds), 1)
+        floor = np.zeros(len(y)) if floor is None else np.asarray(floor, float)
+        self.mean_floor = float(floor.mean()) if len(floor) else 0.0
         if len(y) < 3:
             return
         X = X if X.shape[1] else np.zeros((len(y), 1))
         z = (y - self.mean_y) / self.std_y
-        self.gp = _gp(X, z, max_opt_samples, rng)
-        self.scale = self._calibrate(X, z, level, max_opt_samples, rng)
+        alpha = floor / self.std_y ** 2
+        self.gp = _gp(X, z, max_opt_samples, rng, alpha=alpha)
+        self.scale = self._calibrate(X, z, level, max_opt_samples, rng, alpha)
 
-    def _calibrate(self, X, z, level: float, max_opt_samples: int, rng) -> float:
+    def _calibrate(self, X, z, level: float, max_opt_samples: int, rng, alpha) -> float:
         """Interval scale: the needed over the nominal half-width on held-out standardized residuals.
 
         Few trials: two-fold cross-fitting, hyperparameters refitted per fold (leave-one-out with
@@ -169,19 +215,31 @@ class _Process:
             halves = (order[: n // 2], order[n // 2:])
             zs = []
             for train, test in (halves, halves[::-1]):
-                gp = _gp(X[train], z[train], max_opt_samples, rng, start=self.gp.kernel_)
+                gp = _gp(X[train], z[train], max_opt_samples, rng, start=self.gp.kernel_, alpha=alpha[train])
                 m, s = gp.predict(X[test], return_std=True)
-                zs.append(np.abs(z[test] - m) / np.maximum(s, 1e-9))
+                zs.append(np.abs(z[test] - m) / np.maximum(np.sqrt(s ** 2 + alpha[test]), 1e-9))
             zs = np.concatenate(zs)
         q = min(1.0, math.ceil((n + 1) * level) / n)
         return float(np.clip(np.quantile(zs, q) / norm.ppf(0.5 + level / 2), 0.5, 4.0))
 
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, X: np.ndarray, items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, sd of the expected score (mean over seeds) and sd of one re-run, in score units.
+
+        Re-run noise: the binomial floor at the predicted score (`items` per query) plus the noise the
+        GP saw within the study, or the pooled replicate variance where replicates show more. The
+        fitted mean carries the offsets of the table's seeds: re-run noise / seeds on top of the
+        latent variance."""
         if self.gp is None:
             spread = 0.5 if self.n < 2 else max(self.std_y, 0.1)
-            return np.full(len(X), self.mean_y), np.full(len(X), spread)
+            return np.full(len(X), self.mean_y), np.full(len(X), spread), np.full(len(X), spread)
         m, s = self.gp.predict(X if X.shape[1] else np.zeros((len(X), 1)), return_std=True)
-        return m * self.std_y + self.mean_y, s * self.std_y * self.scale
+        latent = np.maximum(s ** 2 - _white(self.gp), 0.0) * (self.std_y * self.scale) ** 2
+        mean = m * self.std_y + self.mean_y
+        floor = binomial_var(np.clip(mean, 0, 1), items) if items is not None else np.full(len(X), self.mean_floor)
+        within = floor + _white(self.gp) * self.std_y ** 2
+        noise = np.maximum(within, self.replicate_var) if self.replicate_var is not None else within
+        expected = latent + noise / self.seeds
+        return mean, np.sqrt(expected), np.sqrt(expected + noise)
 
 
 class OutcomeModel(BaseEstimator):
@@ -198,14 +256,30 @@ class OutcomeModel(BaseEstimator):
         max_opt_samples: trials used to fit the kernel hyperparameters (all trials are used for
             the posterior); bounds the fitting time on large tables.
         random_state: seed for the hyperparameter subsample and optimizer.
+        id_items, ood_items: evaluation items behind one ID / OOD score (the plan's
+            `data.sizes.id_test` / `ood_test`) for tables without `id_items` / `ood_items` columns;
+            None there: no binomial floor.
     """
 
     def __init__(self, *, level: float = 0.8, features: list[str] | None = None, max_opt_samples: int = 100,
-                 random_state: int | None = 0):
+                 random_state: int | None = 0, id_items: int | None = None, ood_items: int | None = None):
         self.level = level
         self.features = features
         self.max_opt_samples = max_opt_samples
         self.random_state = random_state
+        self.id_items = id_items
+        self.ood_items = ood_items
+
+    def _items(self, frame, target: str) -> np.ndarray | None:
+        """Items per row behind `target`'s score: the `<target>_items` column, else the argument."""
+        default = {"id": self.id_items, "ood": self.ood_items}.get(target)
+        if target not in SCORES:
+            return None
+        col = f"{target}_items"
+        if col in frame.columns:
+            vals = [default if v is None else v for v in frame[col].to_list()]
+            return np.array([np.nan if v is None else float(v) for v in vals])
+        return None if default is None else np.full(frame.height, float(default))
 
     def fit(self, table: Any, y: None = None) -> "OutcomeModel":
         """Fit on the COMPLETE rows of a trial table (polars DataFrame)."""
@@ -227,6 +301,10 @@ class OutcomeModel(BaseEstimator):
             raise ValueError(f"feature columns not in the table: {', '.join(absent)}")
         if not frame.height:
             raise ValueError("no COMPLETE trials to fit on")
+        for name in ("id_items", "ood_items"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, np.integer)) and v > 0):
+                raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
         with threadpool_limits(1, user_api="blas"):  # small matrices: extra BLAS threads only contend
             return self._fit(frame, cols)
 
@@ -246,12 +324,28 @@ class OutcomeModel(BaseEstimator):
         Z = ((X - self.center_) / self.scale_)[:, self.active_]
         self.processes_ = {}
         self.n_trials_ = {}
+        self.replicates_ = {}  # per target: (allocations with >= 2 runs, degrees of freedom, variance)
+        self.noise_source_ = {}
+        groups = np.unique(np.round(X, 9), axis=0, return_inverse=True)[1].ravel() if len(X) else np.zeros(0, int)
+        seed_col = "seed" if "seed" in frame.columns else None
+        self.seeds_ = len(set(frame[seed_col].drop_nulls().to_list())) or 1 if seed_col else 1
         for t in TARGETS:
             yv = (np.array([np.nan if v is None else float(v) for v in frame[t].to_list()])
                   if t in frame.columns else np.full(frame.height, np.nan))
             ok = np.isfinite(yv)
             self.n_trials_[t] = int(ok.sum())
-            self.processes_[t] = _Process(Z[ok], yv[ok], self.level, int(self.max_opt_samples), rng)
+            items = self._items(frame, t)
+            floor = binomial_var(yv, items)[ok] if items is not None else np.zeros(int(ok.sum()))
+            rep = _replicate_var(yv[ok], groups[ok])
+            self.replicates_[t] = rep
+            rep_var = None
+            if rep[1] > 0:
+                rep_var = max(rep[2], float(floor.mean()) if len(floor) else 0.0)
+                self.noise_source_[t] = f"replicates ({rep[0]} allocations, {rep[1]} df)"
+            else:
+                self.noise_source_[t] = "binomial floor" if items is not None and t in SCORES else "none"
+            self.processes_[t] = _Process(Z[ok], yv[ok], self.level, int(self.max_opt_samples), rng, floor, rep_var,
+                                          self.seeds_)
         return self
 
     def _design(self, table) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -269,31 +363,39 @@ class OutcomeModel(BaseEstimator):
 
     def predict(self, table: Any, return_std: bool = False):
         """Predicted (id, ood, ood_peak_fraction) per row, shape (n, 3); with `return_std`, also the
-        calibrated standard deviations."""
+        calibrated standard deviations of one re-run."""
         check_is_fitted(self, msg=NOT_FITTED.format(name=type(self).__name__))
         Z, _, _ = self._design(table)
-        means, stds = zip(*(self.processes_[t].predict(Z) for t in TARGETS))
-        mean = np.clip(np.column_stack(means), 0.0, 1.0)
-        return (mean, np.column_stack(stds)) if return_std else mean
+        frame = _as_frame(table)
+        out = [self.processes_[t].predict(Z, self._items(frame, t)) for t in TARGETS]
+        mean = np.clip(np.column_stack([o[0] for o in out]), 0.0, 1.0)
+        return (mean, np.column_stack([o[2] for o in out])) if return_std else mean
 
     def predict_outcome(self, table: Any):
         """Predictions with intervals and the extrapolation flag, as a polars DataFrame (one row per query).
 
-        Columns: <target>, <target>_low, <target>_high for id, ood, ood_peak_fraction; extrapolating;
-        outside (the features outside the training range, comma-separated).
+        Columns per target (id, ood, ood_peak_fraction): <target> (predicted mean), <target>_low /
+        _high (interval for the allocation's expected score, the mean over seeds), <target>_sd,
+        <target>_rerun_low / _rerun_high (interval for the score of one new run), <target>_rerun_sd;
+        extrapolating; outside (the features outside the training range, comma-separated).
         """
         import polars as pl
         from scipy.stats import norm
 
         check_is_fitted(self, msg=NOT_FITTED.format(name=type(self).__name__))
         Z, flag, names = self._design(table)
+        frame = _as_frame(table)
         z = norm.ppf(0.5 + self.level / 2)
         cols: dict[str, Any] = {}
         for t in TARGETS:
-            m, s = self.processes_[t].predict(Z)
+            m, s, r = self.processes_[t].predict(Z, self._items(frame, t))
             cols[t] = np.clip(m, 0.0, 1.0)
             cols[f"{t}_low"] = np.clip(m - z * s, 0.0, 1.0)
             cols[f"{t}_high"] = np.clip(m + z * s, 0.0, 1.0)
+            cols[f"{t}_sd"] = s
+            cols[f"{t}_rerun_low"] = np.clip(m - z * r, 0.0, 1.0)
+            cols[f"{t}_rerun_high"] = np.clip(m + z * r, 0.0, 1.0)
+            cols[f"{t}_rerun_sd"] = r
         cols["extrapolating"] = flag
         cols["outside"] = names
         return pl.DataFrame(cols)

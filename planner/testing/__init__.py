@@ -3,6 +3,7 @@ and the replay harness that scores search strategies against a recorded grid. No
 product packages."""
 
 from ._studies import MICRO_SETS, synthetic_study
+from ._models import tiny_chat_model
 from ._tables import synthetic_curve, synthetic_curves, synthetic_table
 
-__all__ = ["MICRO_SETS", "synthetic_curve", "synthetic_curves", "synthetic_study", "synthetic_table"]
+__all__ = ["MICRO_SETS", "synthetic_curve", "synthetic_curves", "synthetic_study", "synthetic_table", "tiny_chat_model"]

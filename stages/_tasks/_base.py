@@ -44,6 +44,14 @@ class TaskData:
     ood_test: list[Example]
     ood_shift: str
     scorers: dict[str, Scorer] = field(repr=False)
+    extract: Callable[[str], str | None] | None = field(default=None, repr=False)  # `data.answer`, before scoring
+
+    def _answer(self, completion: Any) -> str:
+        text = as_text(completion)
+        if self.extract is None:
+            return text
+        found = self.extract(text)
+        return "" if found is None else found
 
     def scorer(self, task: str) -> Scorer:
         """Scorer of a task, falling back to the "*" scorer."""
@@ -54,7 +62,7 @@ class TaskData:
 
     def score(self, completion: str, example: Example) -> float:
         """Score in [0, 1] of one completion against an example's answer."""
-        return _unit(self.scorer(example.task)(as_text(completion), example.answer))
+        return _unit(self.scorer(example.task)(self._answer(completion), example.answer))
 
     def rewards(
         self,
@@ -74,7 +82,7 @@ class TaskData:
                 f"rewards: got {len(completions)} completions, {len(answers)} answers"
                 + ("" if tasks is None else f" and {len(tasks)} tasks")
             )
-        texts = [as_text(c) for c in completions]
+        texts = [self._answer(c) for c in completions]
         golds, names = [], []
         for i, item in enumerate(answers):
             gold, task = (item.answer, item.task) if isinstance(item, Example) else (str(item), None)

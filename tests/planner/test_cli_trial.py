@@ -59,10 +59,13 @@ def test_smoke_trial_writes_everything_and_every_stage_trains(tmp_path):
         prev = now
     assert "final ID" in proc.stdout
 
-    # --resume on a finished trial trains nothing again and reproduces the record
+    # --resume on a finished trial trains nothing again and reproduces the record in a new attempt folder,
+    # leaving the complete result as it was
+    kept = (out / "result.json").read_bytes()
     again = ptplan("trial", "--resume", str(out))
     assert again.returncode == 0, again.stderr[-3000:]
-    res2 = json.loads((out / "result.json").read_text())
+    assert (out / "result.json").read_bytes() == kept
+    res2 = json.loads((out / "attempts" / "1" / "result.json").read_text())
     assert all(st["reused"] for st in res2["ledger"]["stages"].values())
     assert res2["final"] == res["final"] and res2["ledger"]["spent"] == res["ledger"]["spent"]
 

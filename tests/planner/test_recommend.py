@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -37,7 +38,10 @@ def grid_table(budgets=(1e11,), best=BEST) -> pl.DataFrame:
 def test_known_best_cell_is_recommended(best):
     table = grid_table(best=best)
     rec = recommend(table, 1e11, "ood")
-    assert rec.source == "model" and not rec.extrapolating and rec.warning is None
+    # the best cell was run (twice): the model's best is that allocation, or none beats it beyond noise
+    assert rec.source == "best observed" and not rec.extrapolating and rec.warning is None
+    assert not rec.off_grid and rec.distance_to_evidence == pytest.approx(0.0, abs=1e-9)
+    assert rec.predicted["ood"]["observed"] == pytest.approx(0.6025)
     assert rec.ranks["rl"] == best[1]
     assert rec.shares["sft"] == pytest.approx(best[0], abs=0.05 + 1e-9)
     assert sum(rec.shares.values()) == pytest.approx(1.0)
@@ -110,7 +114,8 @@ def test_cli_recommend_and_report_on_a_stored_study(tmp_path):
     proc = ptplan("recommend", plan, "--budget", 20, "--objective", "ood", "--json")
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout)
-    assert rec["source"] == "model" and rec["extrapolating"] and "10" in rec["warning"]
+    assert rec["source"] in ("model", "best observed") and rec["extrapolating"] and "10" in rec["warning"]
+    assert rec["reason"] and {"difference", "se", "z"} <= set(rec["advantage"])
     assert rec["unit"] == "epochs" and sum(rec["amounts"].values()) == pytest.approx(20)
     assert len(rec["evidence"]) == 3 and rec["predicted"]["ood"]["low"] <= rec["predicted"]["ood"]["high"]
     assert_clean_error(ptplan("recommend", plan, "--objective", "best"), "--objective")
@@ -119,3 +124,42 @@ def test_cli_recommend_and_report_on_a_stored_study(tmp_path):
     for words in ("recommended allocation", "evidence", "findings", "4 FAIL"):
         assert words in report.stdout, words
     assert (tmp_path / "rep" / "failures.png").exists() and (tmp_path / "rep" / "report.html").exists()
+
+
+class _Nudged:
+    """A fitted OutcomeModel that predicts OOD `ood` for every allocation never run (number null)."""
+
+    def __init__(self, model, ood):
+        self.model, self.ood = model, ood
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict_outcome(self, frame):
+        pred = self.model.predict_outcome(frame)
+        off = frame["number"].is_null().to_numpy() if "number" in frame.columns else False
+        return pred.with_columns(pl.Series("ood", np.where(off, self.ood, pred["ood"].to_numpy())))
+
+
+@pytest.mark.parametrize("ood, source", [(0.62, "best observed"), (0.95, "model")])
+def test_fallback_to_best_observed_when_the_advantage_is_within_noise(ood, source):
+    """The best cell observed OOD 0.6025 over 2 runs (128 items each): a candidate never run predicted at
+    0.62 is within the noise (binomial SE ~0.03 for the mean of 2 runs), one at 0.95 is not."""
+    table = grid_table()
+    done = table.filter(pl.col("state") == "COMPLETE")
+    model = _Nudged(OutcomeModel(level=0.8, id_items=64, ood_items=128).fit(done), ood)
+    rec = recommend(table, 1e11, "ood", model=model)
+    adv = rec.advantage
+    assert rec.source == source
+    assert adv["difference"] > 0  # the nudged model's best is an allocation never run, predicted better
+    assert adv["se"] > 0.01 and adv["best_observed"] == pytest.approx(0.6025)
+    if source == "best observed":
+        assert adv["z"] <= adv["threshold_z"] and "within the noise" in rec.reason
+        assert not rec.off_grid and (rec.shares["sft"], rec.ranks["rl"]) == (0.2, 16)
+        assert rec.trial in {r["number"] for r in done.iter_rows(named=True) if (r["share_sft"], r["rank_rl"]) == BEST}
+    else:
+        assert adv["z"] > adv["threshold_z"] and rec.off_grid and rec.distance_to_evidence > 0
+        assert "extrapolation" in " ".join(rec.notes)
+    assert isinstance(rec.indistinguishable, list)
+    import json
+    json.dumps(rec.to_dict())

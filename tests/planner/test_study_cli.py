@@ -96,7 +96,7 @@ def test_changed_plan_on_resume_is_refused_with_the_difference(tmp_path):
     plan = write_plan(tmp_path, {"search": {"allocation.sft.rank": [16, 64]}})
     first = ptplan("run", plan, "--trials", 0)  # creates the study, trains nothing
     assert first.returncode == 0, first.stderr
-    assert (tmp_path / "run" / "study.db").exists() and (tmp_path / "run" / "plan.yaml").exists()
+    assert (tmp_path / "run" / "journal.log").exists() and (tmp_path / "run" / "plan.yaml").exists()
     changed = ptplan("run", plan, "--trials", 0, "--set", "allocation.sft.lr=0.002",
                      "--set", "study.search.allocation.sft.rank.choices=[16, 64, 256]")
     assert_clean_error(changed, "different plan", "trial.allocation.sft.lr: 0.001 -> 0.002",

@@ -46,3 +46,18 @@ def test_overrides_set_nested_fields():
     assert data == {"allocation": {"sft": {"rank": 16}}, "budget": {"unit": "tokens"}}
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["allocation.sft.rank"])
+
+
+def test_unknown_scorer_is_refused_at_validation(tiny_config):
+    from ptplan.stages import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.scorer.*must be one of exact, numeric, set_f1.*got 'exactly'"):
+        tiny_config(data={"scorer": "exactly"})
+    assert tiny_config(data={"scorer": "mypkg.rewards:score"}).data.scorer == "mypkg.rewards:score"
+
+
+def test_missing_backbone_folder_says_it_does_not_exist(tmp_path):
+    from ptplan.stages import load_backbone
+
+    with pytest.raises(FileNotFoundError, match=r"`backbone.path`: the folder .*nope.* does not exist"):
+        load_backbone(path=str(tmp_path / "nope"))

@@ -99,11 +99,11 @@ def test_eval_crash_keeps_the_stage_and_resume_runs_only_what_is_missing(tiny_co
     real_eval = trial_mod.TrialRunner._evaluate
     calls = {"n": 0}
 
-    def crash_on_final_sft(self, stage, model, tokenizer, step, spent, loss=None, reward=None):
+    def crash_on_final_sft(self, stage, model, tokenizer, step, spent, loss=None, reward=None, **kw):
         if stage == "sft" and (tmp_path / "stages").exists() and any(
             (p / "record.json").exists() for p in (tmp_path / "stages").glob("sft-*")):
             raise RuntimeError("evaluation process killed")
-        return real_eval(self, stage, model, tokenizer, step, spent, loss, reward)
+        return real_eval(self, stage, model, tokenizer, step, spent, loss, reward, **kw)
 
     monkeypatch.setattr(trial_mod.TrialRunner, "_evaluate", crash_on_final_sft)
     with pytest.raises(TrialFailed):

@@ -321,7 +321,7 @@ def test_dominated_pruner_stops_a_bad_trial_and_every_complete_trial_keeps_its_c
 def test_surrogate_sampler_runs_a_study_through_the_worker_loop(tmp_path):
     sp = session_plan(tmp_path, sampler="surrogate", kind="weighted", pruner="none")
     session = open_session(sp)
-    assert isinstance(session.study.sampler, SurrogateSampler)
+    assert isinstance(session.study.sampler.base, SurrogateSampler)  # inside the duplicate filter
     runner = RampRunner([(0.2 + 0.1 * i, 0.6 - 0.05 * i) for i in range(7)])
     work(session, 7, echo=lambda s: None, objective=TrialObjective(sp, None, lambda s: None, runner=runner))
     trials = session.admin.get_trials()

@@ -306,3 +306,44 @@ def test_unreachable_storage_is_a_clear_error_quickly(tmp_path):
         open_session(sp)
     assert time.perf_counter() - t0 < 10
     assert "cannot open the study storage" in str(err.value) and "secret" not in str(err.value)
+
+
+def test_slurm_worker_queues_its_interrupted_trial_again_at_once(tmp_path, storage_url):
+    from ptplan.studies._worker import requeue_own_interrupted
+
+    sp = make_plan(tmp_path, storage_url, {"sampler": "random"})
+    session = open_session(sp)
+    with pytest.raises(KeyboardInterrupt):
+        work(session, 2, objective=objective(sp, FakeRunner({0: "interrupt"})))
+    [t] = session.admin.get_trials()
+    assert failure_reason(t) == "interrupted" and t.user_attrs["resources"]["devices"] == 1
+    assert requeue_own_interrupted(session.admin, 2, print) == 1
+    assert requeue_own_interrupted(session.admin, 2, print) == 0  # queued once
+    assert recover(session.admin, 2, print) == 0  # and `ptplan run` does not queue it again
+    work(open_session(sp), 2, objective=objective(sp, FakeRunner()))
+    trials = session.admin.get_trials()
+    assert [x.state.name for x in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert retry_history(trials[1]) == [0] and trials[1].params == t.params
+
+
+def test_trials_record_wall_time_devices_and_device_hours(tmp_path):
+    from ptplan.studies._accounting import study_cost
+
+    sp = make_plan(tmp_path, f"journal://{tmp_path}/j.log", {"sampler": "random"})
+    session = open_session(sp)
+    work(session, 2, objective=objective(sp, FakeRunner({1: "diverged"})))
+    trials = session.admin.get_trials()
+    for t in trials:
+        r = t.user_attrs["resources"]
+        assert r["device"] == "cpu" and r["devices"] == 1 and r["wall_seconds"] > 0
+        assert r["device_hours"] == pytest.approx(r["wall_seconds"] / 3600)
+        assert sum(r["stage_device_hours"].values()) == pytest.approx(r["device_hours"], abs=1e-9)
+    cost = study_cost(trials)
+    assert cost["trials"] == len(trials) == 3 and cost["devices"] == ["cpu x1"]
+    assert cost["device_hours"] == pytest.approx(sum(t.user_attrs["resources"]["device_hours"] for t in trials))
+    assert set(cost["states"]) == {"COMPLETE", "FAIL"}
+    from ptplan.studies import study_table
+
+    rows = study_table(session.admin, sp).rows
+    assert [r["device_hours"] for r in rows] == [t.user_attrs["resources"]["device_hours"] for t in trials]
+    assert all(r["device"] == "cpu" and r["devices"] == 1 and r["device_hours_other"] > 0 for r in rows)

@@ -1,6 +1,6 @@
 """OODPeakModel: exact recovery on noise-free synthetic curves, degenerate inputs, curve handling.
 
-The synthetic curves (surrogates/_synthetic.py) are for unit checks only; accuracy on real curves
+The synthetic curves (ptplan.testing, planner/testing/_tables.py) are for unit checks only; accuracy on real curves
 is measured by `ptplan surrogate eval` on recorded trials.
 """
 

@@ -118,3 +118,56 @@ def test_a_pooled_table_uses_the_suite_as_a_feature():
     ood_dna = model.predict(probe.with_columns(pl.lit("dna").alias("suite")))[:, 1]
     ood_rna = model.predict(probe.with_columns(pl.lit("rna").alias("suite")))[:, 1]
     assert np.all(ood_rna - ood_dna > 0.3)
+
+
+def _one_run_per_cell(seed=0):
+    table = _grid_table(repeat=1, noise=0.0, seed=seed)
+    return table.filter(pl.col("state") == "COMPLETE")
+
+
+def test_the_intervals_widen_with_fewer_evaluation_items():
+    """A score over 16 items is noisier than over 1024: both intervals widen, as a column or an argument."""
+    table = _one_run_per_cell()
+    widths = {}
+    for n in (16, 128, 1024):
+        m = OutcomeModel(level=0.8, id_items=n, ood_items=n).fit(table)
+        p = m.predict_outcome(_cells())
+        widths[n] = ((p["ood_high"] - p["ood_low"]).mean(), (p["ood_rerun_high"] - p["ood_rerun_low"]).mean())
+        by_column = OutcomeModel(level=0.8).fit(table.with_columns(pl.lit(n).alias("id_items"),
+                                                                    pl.lit(n).alias("ood_items")))
+        q = by_column.predict_outcome(_cells().with_columns(pl.lit(n).alias("ood_items"), pl.lit(n).alias("id_items")))
+        assert (q["ood_rerun_high"] - q["ood_rerun_low"]).mean() == pytest.approx(widths[n][1], rel=1e-6)
+    for kind in (0, 1):
+        assert widths[16][kind] > widths[128][kind] > widths[1024][kind]
+    # one re-run of OOD ~0.5 over 16 items: at least the binomial sd 0.125 either side, times z(80%) = 1.28
+    assert widths[16][1] > 2 * 1.28 * 0.1
+
+
+def test_a_replicate_free_table_falls_back_to_the_binomial_floor():
+    table = _one_run_per_cell()
+    m = OutcomeModel(level=0.8, id_items=64, ood_items=128).fit(table)
+    assert m.noise_source_["ood"] == "binomial floor" and m.replicates_["ood"][1] == 0
+    p = m.predict_outcome(_cells())
+    mean = p["ood"].to_numpy()
+    floor = np.sqrt(np.clip(mean, 0.01, 0.99) * (1 - np.clip(mean, 0.01, 0.99)) / 128)
+    rerun = p["ood_rerun_sd"].to_numpy()
+    assert (rerun >= 0.95 * floor).all()  # never below one score's binomial noise
+    assert (p["ood_rerun_sd"] > p["ood_sd"]).all()  # a re-run is noisier than the expected score
+    # without item counts there is no floor: the re-run sd is only what the GP saw in the study
+    bare = OutcomeModel(level=0.8).fit(table)
+    assert bare.noise_source_["ood"] == "none"
+    assert bare.predict_outcome(_cells())["ood_rerun_sd"].mean() < 0.5 * rerun.mean()
+
+
+def test_replicates_set_the_re_run_noise():
+    """Two runs per cell whose OOD differs by a seed offset of sd 0.08: the re-run sd follows it."""
+    rng = np.random.default_rng(3)
+    a, b = _one_run_per_cell(), _one_run_per_cell()
+    b = b.with_columns(pl.col("ood") + pl.Series(rng.normal(0, 0.08 * np.sqrt(2), b.height)),
+                       (pl.col("number") + 100).alias("number"))
+    m = OutcomeModel(level=0.8, id_items=64, ood_items=128).fit(pl.concat([a, b]))
+    cells, dof, var = m.replicates_["ood"]
+    assert cells == a.height and dof == a.height and 0.05 < np.sqrt(var) < 0.13
+    assert m.noise_source_["ood"].startswith("replicates")
+    sd = m.predict_outcome(_cells())["ood_rerun_sd"].to_numpy()
+    assert (sd >= np.sqrt(var) - 1e-9).all() and (sd < 3 * np.sqrt(var)).all()

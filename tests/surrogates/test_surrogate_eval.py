@@ -59,10 +59,28 @@ def test_shared_sft_stages_are_left_out_together_and_flat_curves_skipped():
 
 def test_surrogate_eval_prints_tables(table_file):
     console = Console(record=True, width=220)
-    assert surrogate_eval(str(table_file), console) == 0
+    assert surrogate_eval(str(table_file), console, fmt="table") == 0
     text = console.export_text()
     assert "leave one trial out" in text and "curve-model" in text and "power-law" in text
     assert "outcome-model" in text and "Spearman" in text and "8 scored" in text
+
+
+@pytest.mark.parametrize("fmt", [None, "tsv", "json"])
+def test_surrogate_eval_prints_tsv_when_not_a_terminal_or_json(table_file, fmt):
+    import io
+    import json
+
+    buffer = io.StringIO()
+    assert surrogate_eval(str(table_file), Console(file=buffer, width=40), fmt=fmt) == 0
+    text = buffer.getvalue()
+    if fmt == "json":
+        data = json.loads(text)
+        assert {r["model"] for r in data["curve"]} >= {"curve-model", "power-law"}
+        assert data["outcome"][0]["model"] == "outcome-model" and data["counts"]["evaluated"] == 8
+        return
+    header = "model\tobserved\tcurves\tMAE\tmedian AE\tcoverage\tvalue MAE\tvalue cov.\tbehind Brier\tvs best baseline\ttargets"
+    assert header in text.splitlines() and "…" not in text
+    assert "model\ttarget\ttrials\tSpearman\tMAE\tcoverage\tre-run coverage\ttarget met" in text.splitlines()
 
 
 def test_surrogate_eval_reads_csv_and_refuses_bad_input(table_file, tmp_path):
@@ -93,9 +111,52 @@ def test_surrogate_eval_reads_curves_from_a_points_file(table_file, tmp_path):
     no_paths = tmp_path / "table.parquet"
     table.drop("curves").write_parquet(no_paths)
     console = Console(record=True, width=220)
-    assert surrogate_eval(str(no_paths), console, [str(points_file)]) == 0
+    assert surrogate_eval(str(no_paths), console, [str(points_file)], fmt="table") == 0
     assert "8 scored" in console.export_text()
     pl.DataFrame({"stage": ["sft"]}).write_parquet(tmp_path / "bad.parquet")
     console = Console(record=True, width=220)
     assert surrogate_eval(str(no_paths), console, [str(tmp_path / "bad.parquet")]) == 2
     assert "bad.parquet: not a curve-points file, missing column(s) compute" in console.export_text()
+
+
+class _Spy:
+    """An outcome 'model' that predicts OOD 1 for a query whose SFT stage it was trained on, else 0."""
+
+    def get_params(self, deep=True):
+        return {}
+
+    def fit(self, table):
+        self.seen_ = set(table["key_sft"].to_list())
+        return self
+
+    def predict_outcome(self, table):
+        hit = [float(k in self.seen_) for k in table["key_sft"].to_list()]
+        return pl.DataFrame({t + s: hit for t in ("id", "ood") for s in ("", "_low", "_high")})
+
+
+@pytest.mark.parametrize("folds", [None, 3])
+def test_held_out_folds_never_split_a_shared_sft_stage(folds):
+    from ptplan.surrogates import fold_groups, held_out_outcomes
+
+    table = synthetic_table(24, seed=1)
+    table = table.with_columns(pl.Series("key_sft", [f"sft{i // 3}" for i in range(table.height)]))
+    assert len(set(fold_groups(table))) == 8
+    pred, how = held_out_outcomes(table, _Spy(), folds=folds)
+    assert pred.height == 24 and (pred["ood"] == 0).all(), how
+    assert "shared SFT stage" in how
+    # without key_sft, identical allocations are one group
+    same = synthetic_table(6, seed=1)
+    same = pl.concat([same, same.with_columns(pl.col("number") + 100)])
+    g = fold_groups(same)
+    assert list(g[:6]) == list(g[6:]) and len(set(g)) == 6
+
+
+def test_surrogate_eval_prints_both_coverages(table_file):
+    import io
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=260)
+    assert surrogate_eval(str(table_file), console, items="64,128") == 0
+    text = buffer.getvalue()
+    assert "re-run coverage" in text and "leave-one-group-out" in text
+    assert surrogate_eval(str(table_file), console, items="64") == 2
