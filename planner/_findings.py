@@ -155,9 +155,9 @@ def _stage_points(c) -> dict[str, Any]:
 
 
 # -- findings --------------------------------------------------------------------------------------
-def _too_few(n: int) -> str:
+def _too_few(n: int, what: str = "completed trial", where: str = "") -> str:
     plural = "s" if n != 1 else ""
-    return f"too few trials to tell (only {n} completed trial{plural}; at least {max(4 - n, 1)} more needed)"
+    return f"too few trials to tell (only {n} {what}{plural}{where}; at least {max(4 - n, 1)} more needed)"
 
 
 def _fmt_rho(name: str, n: int, rho: float | None, se: float, z: float) -> str:
@@ -289,7 +289,8 @@ def finding_tradeoff(done) -> Finding:
     ev = desc + (f"; mean balanced score {a.mean():.3f} with the pattern ({len(a)} trials) vs {b.mean():.3f} "
                  f"without ({len(b)}): difference {diff:+.3f} (SE {se:.3f})")
     if not math.isfinite(se):
-        return Finding(claim, _too_few(min(len(a), len(b))) if min(len(a), len(b)) < 2 else too_few(n, None), ev,
+        small = min(len(a), len(b))
+        return Finding(claim, _too_few(small, "trial", " in the smaller group") if small < 2 else too_few(n, None), ev,
                        test, n, diff, se)
     z = diff / se if se > 0 else (math.copysign(math.inf, diff) if diff else 0.0)
     crit = _crit(n - 2)
