@@ -55,13 +55,12 @@ def run_trial(plan: "str | Path | Plan | TrialConfig", out: str | Path, *, overr
                         on_progress=on_progress).run()
 
 
-def trial_runner(config: "TrialConfig", out: str | Path, **hooks: Any):
+def trial_runner(config: "TrialConfig", out: str | Path, store: str | Path | None = None, **hooks: Any):
     """A `ptplan.stages.TrialRunner` for `config` with the hand-over policy its plan asks for
     (`.run()` runs it; `.dest` is where this attempt wrote its record)."""
     from ptplan.stages import TrialRunner
     from ptplan.surrogates import handover_policy_for
 
-    store = hooks.pop("store", None)
     return TrialRunner(config, out, store, handover_policy=handover_policy_for(config), **hooks)
 
 
@@ -119,14 +118,16 @@ class Study:
         return to_frame(self.status().rows)
 
 
-def _table_of(source: Any) -> tuple[Any, "Study | None"]:
-    """Trial rows from a Study, a StudyTable, a polars frame, row dicts or an exported Parquet/CSV file."""
+def _table_of(source: Any) -> tuple[Any, "Study | None", "StudyTable | None"]:
+    """Trial rows from a Study (read once), a StudyTable, a polars frame, row dicts or an exported
+    Parquet/CSV file; with the Study and its StudyTable where there is one."""
     from ptplan.studies import StudyTable
 
     if isinstance(source, Study):
-        return source.status().rows, source
+        status = source.status()
+        return status.rows, source, status
     if isinstance(source, StudyTable):
-        return source.rows, None
+        return source.rows, None, source
     if isinstance(source, (str, Path)):
         import polars as pl
 
@@ -135,8 +136,8 @@ def _table_of(source: Any) -> tuple[Any, "Study | None"]:
             from ptplan.stages import RecommendError
 
             raise RecommendError(f"trial table {path} does not exist (export one with `ptplan export`)")
-        return (pl.read_csv(path) if path.suffix == ".csv" else pl.read_parquet(path)), None
-    return source, None
+        return (pl.read_csv(path) if path.suffix == ".csv" else pl.read_parquet(path)), None, None
+    return source, None, None
 
 
 def recommend(study_or_table: Any, budget: float | None = None, objective: str = "balanced") -> "Recommendation":
@@ -144,14 +145,14 @@ def recommend(study_or_table: Any, budget: float | None = None, objective: str =
     predicted ID/OOD intervals and the trials behind it. `.to_dict()` is what `--json` prints."""
     from ._recommend import recommend as _recommend
 
-    table, study = _table_of(study_or_table)
+    table, study, _ = _table_of(study_or_table)
     return _recommend(table, budget, objective, items=items_of(study.plan) if study is not None else None)
 
 
 def items_of(plan: "Plan") -> dict[str, int] | None:
     """Evaluation items behind one ID / OOD score of a plan's built-in suite (None for user files)."""
     data = plan.trial.data
-    if getattr(data, "files", None):
+    if data.files:
         return None
     return {"id": data.sizes.id_test, "ood": data.sizes.ood_test}
 
@@ -161,11 +162,12 @@ def report(study_or_table: Any, out: str | Path | None = None, budget: float | N
     """Write report.md, report.html and PNG plots to `out` (default `<run folder>/report`)."""
     from ._report import build_report
 
-    table, study = _table_of(study_or_table)
+    table, study, status = _table_of(study_or_table)
     front, unit, base_dir = None, None, None
+    if status is not None:
+        unit = status.unit
     if study is not None:
-        status = study.status()
-        table, unit, base_dir = status.rows, status.unit, study.plan.run_dir
+        base_dir = study.plan.run_dir
         front = status.front if study.plan.study.objective.kind == "multi" else None
         title = title or f"ptplan report: {study.name}"
         out = out or study.plan.run_dir / "report"

@@ -275,7 +275,8 @@ def environment_error(err: BaseException) -> str | None:
             lines = str(err).strip().splitlines() or [""]
             text = err.strerror if err.errno is not None and err.strerror else lines[0]
             return f"{text}: {where}" if where else text or type(err).__name__
-        if type(err).__name__ in ("OperationalError", "InterfaceError"):  # SQLAlchemy: the database went away
+        db = sys.modules.get("sqlalchemy.exc")  # only loaded when a study storage was opened
+        if db is not None and isinstance(err, (db.OperationalError, db.InterfaceError)):  # the database went away
             from ptplan.studies import mask
 
             url = getattr(getattr(err, "statement", None), "url", None)

@@ -73,7 +73,7 @@ def _builtin_model(size: BuiltinSize, vocab_size: int, tokenizer, seed: int):
 # Strings whose tokenization must not change between the user's tokenizer and any stage checkpoint.
 PROBES = ("ACGTTGCAAGGCTTAA", "AUGGCCAUUGUAAUGGGCCGCUGA", "MKTAYIAKQRQISFVKSHFSRQ", "GO:0003677", "0003677",
           "2026-12-04", "3.14159", " the answer is 42\n", "<answer>DNA binding</answer>")
-_warned: set[str] = set()
+_compared: set[str] = set()  # folders whose saved tokenizer was compared with AutoTokenizer's
 log = logging.getLogger("ptplan.backbones")
 
 
@@ -83,7 +83,7 @@ def load_tokenizer(folder: str | Path, *, trust_remote_code: bool = False, compa
     With a `tokenizer.json` it is loaded as that file says (`PreTrainedTokenizerFast`): transformers'
     `AutoTokenizer` may substitute a model-specific class whose own normalizer and pre-tokenizer change
     the tokenization (a `qwen2`/`qwen3` config gives Qwen2Tokenizer, which splits digits). With
-    `compare`, such a difference on `PROBES` is logged once per folder. Without a `tokenizer.json`
+    `compare`, the two are compared on `PROBES` once per folder and process, and a difference is logged. Without a `tokenizer.json`
     (a slow-only tokenizer or a hub id), `AutoTokenizer` loads it.
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -93,7 +93,8 @@ def load_tokenizer(folder: str | Path, *, trust_remote_code: bool = False, compa
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     else:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
-        if compare and folder not in _warned:
+        if compare and folder not in _compared:
+            _compared.add(folder)
             try:
                 auto = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
             except Exception:  # noqa: BLE001 - nothing to compare with: the saved tokenizer is used anyway
@@ -103,7 +104,6 @@ def load_tokenizer(folder: str | Path, *, trust_remote_code: bool = False, compa
                 theirs = auto(list(PROBES), add_special_tokens=False)["input_ids"]
                 diff = [(p, len(a), len(b)) for p, a, b in zip(PROBES, ours, theirs) if a != b]
                 if diff:
-                    _warned.add(folder)
                     p, a, b = diff[0]
                     log.warning("transformers would load the tokenizer in %s as %s, which tokenizes differently "
                                 "(%r: %d tokens, saved tokenizer.json: %d); ptplan keeps the saved tokenizer at "

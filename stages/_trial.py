@@ -29,11 +29,6 @@ log = logging.getLogger("ptplan.trial")
 HandoverPolicy = Callable[[list[tuple[float, float, float, float]], int], "str | None"]
 
 
-def classify_failure(err: BaseException) -> str:
-    """The failure reason a trial records for an exception (see `record.FAILURE_REASONS`)."""
-    return reason_of(err)
-
-
 def load_task_data(config: TrialConfig):
     """Materialize the trial's data (built-in suite or validated user files), with `data.answer`'s
     extractor applied before every score."""
@@ -201,6 +196,8 @@ class TrialRunner:
         self.stage_records: dict[str, dict] = {}
         self.handover: dict = {}
         self.handle: logging.Handler | None = None
+        self._prepared: dict | None = None  # the test sets, tokenized once (`_eval_sets`)
+        self.chat = None  # the trial's ChatFormat when prompts are conversations (set once the tokenizer loads)
         self.dest = self.out  # where result.json and curves.parquet go (an attempt folder if already complete)
 
     # -- files -------------------------------------------------------------------------------
@@ -254,8 +251,8 @@ class TrialRunner:
         """The ID and OOD sets, tokenized once per trial; intermediate points may take a fixed subsample."""
         from ._eval import EvalSet
 
-        if not hasattr(self, "_prepared"):
-            chat = getattr(self, "chat", None)  # evaluation generates from the prompts SFT and RL were given
+        if self._prepared is None:
+            chat = self.chat  # evaluation generates from the prompts SFT and RL were given
             fmt = None if chat is None else (lambda prompt: chat.prompt_text(tokenizer, prompt))
             self._prepared = {"full": (EvalSet.prepare(self.data.id_test, tokenizer, fmt),
                                        EvalSet.prepare(self.data.ood_test, tokenizer, fmt))}
@@ -335,7 +332,7 @@ class TrialRunner:
     def _run(self) -> None:
         import torch
 
-        from ._backbones import count_parameters, load_backbone
+        from ._backbones import BASE_FILE, count_parameters, folder_bytes, load_backbone
         from ._stages import STAGE_TYPES, StageContext
 
         cfg = self.config
@@ -349,13 +346,16 @@ class TrialRunner:
         answers = [e.answer for e in self.data.id_test + self.data.ood_test]
         self.max_new_tokens = cfg.eval.max_new_tokens or (
             max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]) + 2)
-        from ._chat import chat_format
-
         from ._accel import check_accel
+        from ._chat import chat_format
 
         chat = self.chat = chat_format(tokenizer, cfg.data)
         check_accel(cfg.accel, use_cuda)
         enabled = [s for s in STAGES if cfg.allocation.shares[s] > 0]
+        peak_handover = "rl" in enabled and "sft" in enabled and cfg.allocation.rl.handover == "predicted-peak"
+        if peak_handover and self.handover_policy is None:
+            raise ConfigError("allocation.rl.handover", "is 'predicted-peak' but no hand-over policy was given "
+                              "(ptplan.run_trial supplies the OOD-peak curve model's)")
         contexts = {}
         for name in enabled:  # refuse an unpayable allocation before any training
             contexts[name] = StageContext(
@@ -380,10 +380,7 @@ class TrialRunner:
             ctx = contexts[name]
             if name == "sft":
                 pre_sft = (previous, key)
-            if name == "sft" and "rl" in contexts and cfg.allocation.rl.handover == "predicted-peak":
-                if self.handover_policy is None:
-                    raise ConfigError("allocation.rl.handover", "is 'predicted-peak' but no hand-over policy was "
-                                      "given (ptplan.run_trial supplies the OOD-peak curve model's)")
+            if name == "sft" and peak_handover:
                 ctx.handover = self._peak_policy(ctx, self.handover_policy)
             if name == "rl" and self.handover.get("switched"):  # the rest of SFT's slice goes to RL
                 ctx.slice += self.handover["moved_to_rl"]
@@ -400,8 +397,6 @@ class TrialRunner:
                 model, tokenizer = self._stage(name, ctx, folder, model, tokenizer, use_cuda, base)
             if name == "sft" and ctx.handover is not None:
                 self._record_handover(ctx)
-            from ._backbones import BASE_FILE, folder_bytes
-
             self.stage_info[name] = {"key": key, "checkpoint": str(folder / "model"),
                                      "reused": self.ledger.stages[name].reused,
                                      "adapter": (folder / "model" / BASE_FILE).exists(),

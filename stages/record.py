@@ -21,8 +21,6 @@ from typing import Any, Literal, TypedDict, TypeVar
 import numpy as np
 
 STAGES = ("cpt", "sft", "rl")  # training stages, in order
-CURVE_STAGES = ("start",) + STAGES  # a curve also holds the point before any training
-Stage = Literal["cpt", "sft", "rl"]
 FAILURE_REASONS = ("diverged", "oom", "reward_error", "data_error", "eval_error", "budget", "interrupted", "pruned",
                    "error")
 CONFIG_FILE, CURVES_FILE, RESULT_FILE, LOG_FILE = "config.yaml", "curves.parquet", "result.json", "trial.log"
@@ -120,10 +118,7 @@ def spent_column(stage: str) -> str:
     return f"spent_{stage}"
 
 
-SHARE_COLUMNS = tuple(share_column(s) for s in STAGES)
-RANK_COLUMNS = tuple(rank_column(s) for s in STAGES)
 PARAM_PREFIX = "param."  # searched plan fields: `param.<plan path>`
-PEAK_COLUMNS = ("ood_peak_fraction", "ood_peak_value", "ood_peak_censored")
 
 
 # -- scores ----------------------------------------------------------------------------------------
@@ -223,9 +218,9 @@ def ood_peak(rows: Sequence[Any], sft_start: float, sft_spent: float) -> OODPeak
 
 
 __all__ = [
-    "CONFIG_FILE", "CURVES_FILE", "CURVE_COLUMNS", "CURVE_STAGES", "CurvePoint", "DEFAULT_OOD_WEIGHT",
-    "FAILURE_REASONS", "LOG_FILE", "OODPeak", "PARAM_PREFIX", "PEAK_COLUMNS", "RANK_COLUMNS", "REPORT_STEPS",
-    "RESULT_FILE", "RESULT_KEYS", "SHARE_COLUMNS", "STAGES", "Stage", "TrialResult", "hypervolume",
+    "CONFIG_FILE", "CURVES_FILE", "CURVE_COLUMNS", "CurvePoint", "DEFAULT_OOD_WEIGHT",
+    "FAILURE_REASONS", "LOG_FILE", "OODPeak", "PARAM_PREFIX", "REPORT_STEPS",
+    "RESULT_FILE", "RESULT_KEYS", "STAGES", "TrialResult", "hypervolume",
     "hypervolume_improvement", "ood_peak", "pareto_front", "peak_index", "rank_column", "share_column", "sft_slice",
     "spent_column", "weighted_score", "write_curves",
 ]

@@ -31,15 +31,13 @@ class GcResult:
     kept_bytes: int = 0
 
 
-def _bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-
-
 def store_size(run_dir: Path) -> tuple[int, int]:
     """(stage checkpoints, bytes) under a run folder's stage store."""
     store = Path(run_dir) / "stages"
     folders = [p for p in store.glob("*-*") if p.is_dir() and p.name != "quarantine"] if store.exists() else []
-    return len(folders), sum(_bytes(p) for p in folders)
+    from ptplan.stages._backbones import folder_bytes
+
+    return len(folders), sum(folder_bytes(p) for p in folders)
 
 
 def _chain(model_dir: Path) -> list[Path]:
@@ -77,12 +75,14 @@ def collect(plan: "Plan", table, keep: Keep, dry_run: bool = False) -> GcResult:
         last = [s for s in STAGES if s in stages][-1:]
         for s in last:
             keep_dirs.update(p.resolve() for p in _chain(Path(stages[s]["checkpoint"])))
+    from ptplan.stages._backbones import folder_bytes
+
     out = GcResult()
     store = plan.run_dir / "stages"
     for folder in sorted(store.glob("*-*")) if store.exists() else []:
         if not folder.is_dir() or folder.name == "quarantine":
             continue
-        size = _bytes(folder)
+        size = folder_bytes(folder)
         if folder.resolve() in keep_dirs:
             out.kept.append(folder)
             out.kept_bytes += size

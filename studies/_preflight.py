@@ -222,7 +222,8 @@ def _one_step_each(trial, data, plan: "StudyPlan", corners: list[dict]) -> list[
 
     from ptplan.stages._backbones import load_backbone, load_checkpoint, save_checkpoint
     from ptplan.stages._stages import STAGE_TYPES, StageContext
-    from ptplan.stages._trial import _quiet_libraries, classify_failure
+    from ptplan.stages._trial import _quiet_libraries
+    from ptplan.stages.errors import reason_of
 
     _quiet_libraries()
     enabled = [s for s in ("cpt", "sft", "rl")
@@ -247,7 +248,7 @@ def _one_step_each(trial, data, plan: "StudyPlan", corners: list[dict]) -> list[
             except Exception as err:  # noqa: BLE001 - OOM at launch, a reward that raises, a TRL data error
                 first = str(err).splitlines()[0] if str(err) else ""
                 raise PreflightError("one step", f"stage `{name}` ({_describe(stage_cfg)}) failed its first optimizer "
-                                     f"step ({classify_failure(err)}): {type(err).__name__}: {first}") from None
+                                     f"step ({reason_of(err)}): {type(err).__name__}: {first}") from None
             del model
     return enabled
 

@@ -24,9 +24,9 @@ def test_a_wrapped_os_error_is_found_in_the_cause_chain():
 
 
 def test_a_database_that_went_away_is_one_line_and_a_bug_is_not_hidden():
-    class OperationalError(Exception):  # the shape of sqlalchemy.exc.OperationalError
-        orig = "server closed the connection unexpectedly\n\tThis probably means the server terminated"
+    from sqlalchemy.exc import OperationalError  # what Optuna's RDB storage raises when the server goes away
 
-    assert environment_error(OperationalError()) == ("study storage error: server closed the connection "
-                                                     "unexpectedly")
+    lost = OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly\n\tThis "
+                                                       "probably means the server terminated"))
+    assert environment_error(lost) == "study storage error: server closed the connection unexpectedly"
     assert environment_error(ValueError("a bug")) is None

@@ -229,7 +229,7 @@ def test_predicted_peak_needs_a_policy(tiny_config, tmp_path):
     before any training (`ptplan.run_trial` and the study objective pass the curve model's)."""
     from ptplan.stages import ConfigError
 
-    cfg = tiny_config(allocation={"shares": {"cpt": 0.0, "sft": 0.5, "rl": 0.5}, "rl": {"handover": "predicted-peak"}})
+    cfg = tiny_config(allocation={"shares": {"cpt": 0.3, "sft": 0.4, "rl": 0.3}, "rl": {"handover": "predicted-peak"}})
     with pytest.raises(TrialFailed, match="allocation.rl.handover") as err:
         run_trial(cfg, tmp_path)
     assert isinstance(err.value.__cause__, ConfigError) and not list(tmp_path.glob("stages/*/model"))
