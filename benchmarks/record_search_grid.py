@@ -1,10 +1,13 @@
-"""Record the dense grid of real trials behind bench_search.py and `ptplan surrogate eval` (one command).
+"""Record the dense grids of real trials behind the benchmarks and `ptplan surrogate eval` (one command each).
 
-    OMP_NUM_THREADS=1 python benchmarks/record_search_grid.py [--runs runs/search-grid] [--jobs 2]
+    OMP_NUM_THREADS=1 python benchmarks/record_search_grid.py [--grid search|transfer] [--runs DIR] [--jobs 2]
 
-Runs benchmarks/plans/search-grid.yaml with ptplan itself (`ptplan run`, grid sampler, journal storage)
-for each recorded study below, resuming whatever is already complete, then exports the trial tables
-and evaluation curves to benchmarks/data/search_grid.parquet and benchmarks/data/search_curves.parquet.
+`--grid search` (default) runs benchmarks/plans/search-grid.yaml (the `recall` OOD split) and writes
+benchmarks/data/search_grid.parquet and search_curves.parquet; `--grid transfer` runs
+benchmarks/plans/transfer-grid.yaml (the `transfer` OOD split, issue 14) and writes transfer_grid.parquet
+and transfer_curves.parquet. Each study below runs with ptplan itself (`ptplan run`, grid sampler,
+journal storage), resuming whatever is already complete, then its trial table and evaluation curves are
+exported.
 Each trial row also gets the content keys of its stage checkpoints (key_cpt, key_sft, key_rl), so a
 replay can charge a checkpoint shared by several cells only once.
 """
@@ -20,15 +23,21 @@ from pathlib import Path
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAN = ROOT / "benchmarks" / "plans" / "search-grid.yaml"
 DATA = ROOT / "benchmarks" / "data"
 PTPLAN = [sys.executable, "-m", "ptplan._cli"]
 
 # (suite, training seed, trials, grid-order seed): the full 40-cell grid on two suites, and cells of it
 # again with training seeds 1 and 2 (the data seed stays 0; the grid order of seed 1 is reused for
 # seed 2 so that the replicates land on the same cells).
-STUDIES = (("transcriptomics", 0, 40, None), ("proteins", 0, 40, None), ("transcriptomics", 1, 20, None),
-           ("transcriptomics", 2, 24, 1))
+# grid -> (plan, file prefix, studies). The transfer grid: every cell of transcriptomics under training
+# seeds 0, 1, 2 (data seed 0: one data set, one CPT per training seed), genomics under seed 0.
+GRIDS = {
+    "search": ("search-grid.yaml", "search", (("transcriptomics", 0, 40, None), ("proteins", 0, 40, None),
+                                              ("transcriptomics", 1, 20, None), ("transcriptomics", 2, 24, 1))),
+    "transfer": ("transfer-grid.yaml", "transfer", (("transcriptomics", 0, 12, None), ("transcriptomics", 1, 12, None),
+                                                    ("transcriptomics", 2, 12, None), ("genomics", 0, 12, None))),
+}
+CURVE_COLUMNS = ("stage", "step", "compute", "id", "ood", "loss", "reward", "id_n", "ood_n", "id_se", "ood_se")
 
 
 def overrides(run_dir: Path, suite: str, seed: int, grid_seed: int | None = None) -> list[str]:
@@ -36,13 +45,13 @@ def overrides(run_dir: Path, suite: str, seed: int, grid_seed: int | None = None
     return sets + (["--set", f"study.seed={grid_seed}"] if grid_seed is not None else [])
 
 
-def record_study(runs: Path, suite: str, seed: int, trials: int, jobs: int,
+def record_study(plan: Path, runs: Path, suite: str, seed: int, trials: int, jobs: int,
                  grid_seed: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     run_dir = runs / f"{suite}-s{seed}"
     sets = overrides(run_dir, suite, seed, grid_seed)
-    subprocess.run([*PTPLAN, "run", str(PLAN), "--jobs", str(jobs), "--trials", str(trials), *sets], check=True)
+    subprocess.run([*PTPLAN, "run", str(plan), "--jobs", str(jobs), "--trials", str(trials), *sets], check=True)
     table_path = run_dir / "trials.parquet"
-    subprocess.run([*PTPLAN, "export", str(PLAN), "--out", str(table_path), *sets], check=True)
+    subprocess.run([*PTPLAN, "export", str(plan), "--out", str(table_path), *sets], check=True)
     rows = pl.read_parquet(table_path).filter(pl.col("state") == "COMPLETE")
     keys, curves = [], []
     for number, artifacts in rows.select("number", "artifacts").iter_rows():
@@ -50,7 +59,7 @@ def record_study(runs: Path, suite: str, seed: int, trials: int, jobs: int,
         keys.append({"number": number, **{f"key_{s}": result["stages"].get(s, {}).get("key")
                                           for s in ("cpt", "sft", "rl")}})
         curve = pl.read_parquet(Path(artifacts) / result.get("curves", "curves.parquet"))
-        curves.append(curve.select("stage", "step", "compute", "id", "ood", "loss", "reward")
+        curves.append(curve.select([c for c in CURVE_COLUMNS if c in curve.columns])
                       .with_columns(pl.lit(number).alias("number")))
     rows = rows.join(pl.DataFrame(keys, schema={"number": pl.Int64, "key_cpt": pl.String, "key_sft": pl.String,
                                                 "key_rl": pl.String}), on="number", how="left")
@@ -62,18 +71,21 @@ def record_study(runs: Path, suite: str, seed: int, trials: int, jobs: int,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "search-grid", help="run folders (kept for resume)")
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="search", help="which recorded grid")
+    ap.add_argument("--runs", type=Path, help="run folders, kept for resume (default runs/<grid>-grid)")
     ap.add_argument("--jobs", type=int, default=2, help="local worker processes per study")
     ap.add_argument("--out", type=Path, default=DATA)
     ap.add_argument("--only", nargs="*", metavar="SUITE:SEED",
                     help="record just these studies and replace their rows in the existing files")
     args = ap.parse_args()
     only = {tuple(x.rsplit(":", 1)) for x in args.only or []}
+    plan_file, prefix, studies = GRIDS[args.grid]
+    runs = args.runs or ROOT / "runs" / f"{args.grid}-grid"
     tables, curves = [], []
-    for suite, seed, trials, grid_seed in STUDIES:
+    for suite, seed, trials, grid_seed in studies:
         if only and (suite, str(seed)) not in only:
             continue
-        t, c = record_study(args.runs, suite, seed, trials, args.jobs, grid_seed)
+        t, c = record_study(ROOT / "benchmarks" / "plans" / plan_file, runs, suite, seed, trials, args.jobs, grid_seed)
         tables.append(t)
         curves.append(c)
         print(f"{suite} seed {seed}: {t.height} complete trials, {c.height} curve points")
@@ -84,11 +96,11 @@ def main() -> None:
             tag = pl.concat_str([pl.col("suite"), pl.col("seed").cast(pl.String)], separator=":")
             return old.filter(~tag.is_in([f"{a}:{b}" for a, b in only]))
 
-        table = pl.concat([keep(pl.read_parquet(args.out / "search_grid.parquet")), table], how="diagonal_relaxed")
-        curve = pl.concat([keep(pl.read_parquet(args.out / "search_curves.parquet")), curve], how="diagonal_relaxed")
-    table.write_parquet(args.out / "search_grid.parquet", compression="zstd")
-    curve.write_parquet(args.out / "search_curves.parquet", compression="zstd")
-    print(f"wrote {args.out / 'search_grid.parquet'} ({table.height} trials) and search_curves.parquet")
+        table = pl.concat([keep(pl.read_parquet(args.out / f"{prefix}_grid.parquet")), table], how="diagonal_relaxed")
+        curve = pl.concat([keep(pl.read_parquet(args.out / f"{prefix}_curves.parquet")), curve], how="diagonal_relaxed")
+    table.write_parquet(args.out / f"{prefix}_grid.parquet", compression="zstd")
+    curve.write_parquet(args.out / f"{prefix}_curves.parquet", compression="zstd")
+    print(f"wrote {args.out / f'{prefix}_grid.parquet'} ({table.height} trials) and {prefix}_curves.parquet")
 
 
 if __name__ == "__main__":

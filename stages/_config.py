@@ -113,6 +113,9 @@ class RLConfig(StageConfig):
     handover_confidence: float = option(0.8, "probability that the peak has passed needed to hand over")
     format_reward: float = option(0.0, "reward added when a completion holds an answer where `data.answer` "
                                   "looks (0: none)")
+    reward: Literal["exact", "partial"] = option("exact", "task reward: `exact` (the task's scorer, as evaluation "
+                                                 "scores) or `partial` (character similarity of the answer to the "
+                                                 "reference, 0-1: credit for a nearly right answer)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -195,6 +198,11 @@ class DataConfig:
     suite: Suite | None = option("genomics", "a built-in suite (or give `files`)")
     seed: int = option(0, "seed of the generated suite data")
     sizes: SuiteSizes = option(factory=lambda: SuiteSizes(), help="items per split of a built-in suite")
+    ood: Literal["recall", "transfer"] = option("recall", "OOD split of a built-in suite: `recall` (longer inputs, "
+                                                "and CPT-only facts asked as the CPT corpus states them) or "
+                                                "`transfer` (CPT-only facts asked in an answer format only SFT "
+                                                "teaches: OOD rises as SFT teaches the format, then falls as SFT "
+                                                "overwrites the facts)")
     files: dict[str, str] | None = option(None, "user data: split (cpt, sft, rl, id, ood) -> JSONL, CSV or "
                                           "Parquet file with `prompt` and `answer` columns")
     scorer: str = option("exact", "user data scorer: exact, numeric, set_f1, or module:function")

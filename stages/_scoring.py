@@ -96,6 +96,15 @@ def exact(completion: str, answer: str) -> float:
     return 1.0 if first_line(completion) == first_line(answer) else 0.0
 
 
+def similarity(completion: str, answer: str) -> float:
+    """Partial credit in [0, 1]: character similarity (difflib's ratio, 2 * matches / total length) of the
+    completion's first line to the answer's; 1.0 exactly when `exact` gives 1.0."""
+    import difflib
+
+    a, b = first_line(completion), first_line(answer)
+    return 1.0 if a == b else difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
 def _exact_settled(completion: str, answer: str) -> bool:
     """Settled once the first line ended, or once it left the answer: every continuation of a partial
     line normalizes to a string that starts with the normalized partial line."""

@@ -300,7 +300,7 @@ class RLStage(_TrainerStage):
                           beta=cfg.beta, temperature=cfg.temperature, steps_per_generation=1,
                           include_num_input_tokens_seen="no",
                           chat_template_kwargs=dict(ctx.chat.kwargs) if ctx.chat is not None else None)
-        rewards = [_guarded_reward(ctx.data.reward_fn())]
+        rewards = [_guarded_reward(ctx.data.reward_fn(partial=cfg.reward == "partial"))]
         if cfg.format_reward > 0:
             rewards.append(_format_reward(ctx.data.extract, cfg.format_reward))
         return GRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,

@@ -42,7 +42,7 @@ def load_task_data(config: TrialConfig):
     else:
         from ._tasks import build_suite
 
-        data = build_suite(d.suite, seed=d.seed, sizes=d.sizes)
+        data = build_suite(d.suite, seed=d.seed, sizes=d.sizes, ood=d.ood)
     data.extract = answer_extractor(d.answer)
     return data
 
@@ -57,18 +57,27 @@ def _file_digest(path: str) -> str:
 
 def stage_key(config: TrialConfig, stage: str, slice_: float, prev_key: str) -> str:
     """Content address of a stage output: everything that determines it, and its input model."""
-    data = dataclasses.asdict(config.data)
+    data = _without_new_defaults(dataclasses.asdict(config.data), "data")
     if config.data.files:
         data["digests"] = {k: _file_digest(v) for k, v in sorted(config.data.files.items())}
     payload = {
         "v": CODE_VERSION, "stage": stage, "prev": prev_key, "backbone": dataclasses.asdict(config.backbone),
         "data": data, "seed": config.seed, "unit": config.budget.unit, "slice": slice_,
-        "config": dataclasses.asdict(config.allocation.stage(stage)), "eval": dataclasses.asdict(config.eval),
+        "config": _without_new_defaults(dataclasses.asdict(config.allocation.stage(stage)), stage), "eval": dataclasses.asdict(config.eval),
     }
     rl = config.allocation.rl
     if stage == "sft" and rl.handover != "fixed" and config.allocation.shares["rl"] > 0:
         payload["handover"] = [rl.handover, rl.handover_confidence]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+# Fields added after stage keys were first written, at the value that reproduces the earlier behaviour:
+# left out of the key at that value, so checkpoints made before they existed stay valid.
+_NEW_DEFAULTS = {"data": {"ood": "recall"}, "rl": {"reward": "exact"}}
+
+
+def _without_new_defaults(fields: dict, section: str) -> dict:
+    return {k: v for k, v in fields.items() if _NEW_DEFAULTS.get(section, {}).get(k, object()) != v}
 
 
 def base_key(config: TrialConfig) -> str:

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ptplan.stages._config import SuiteSizes
-from ptplan.stages._scoring import RewardScorer, Scorer, as_text
+from ptplan.stages._scoring import RewardScorer, Scorer, as_text, similarity
 
 CPT_SUFFIX = "_cpt"  # OOD task names for items answerable only from CPT facts end with this
 FALLBACK_TASK = "*"  # scorer key used for tasks without their own scorer
+ANSWER_END = "#"  # the `transfer` split's end-of-answer mark: SFT teaches it, the CPT corpus never shows it
+OOD_SPLITS = ("recall", "transfer")
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,14 @@ class TaskData:
         completions: Sequence[Any],
         answers: Sequence[Example | str],
         tasks: Sequence[str | None] | None = None,
+        partial: bool = False,
         **kw: Any,
     ) -> list[float]:
         """Scores of completions against examples (or answer strings with `tasks`), in order.
 
         Completions sharing a user reward callable are scored in one batched call, which also gets
         the other keyword arguments (TRL's `prompts`, `trainer_state`, ...), per-completion lists
-        cut to that call's completions.
+        cut to that call's completions. `partial`: every task scored by `similarity` instead.
         """
         if len(answers) != len(completions) or (tasks is not None and len(tasks) != len(completions)):
             raise ValueError(
@@ -93,7 +96,7 @@ class TaskData:
         out = [0.0] * len(texts)
         groups: dict[int, tuple[Scorer, list[int]]] = {}
         for i, task in enumerate(names):
-            scorer = self.scorer(task)
+            scorer = similarity if partial else self.scorer(task)
             groups.setdefault(id(scorer), (scorer, []))[1].append(i)
         for scorer, idx in groups.values():
             if isinstance(scorer, RewardScorer):
@@ -106,14 +109,15 @@ class TaskData:
                 out[i] = _unit(value)
         return out
 
-    def reward_fn(self) -> Callable[..., list[float]]:
+    def reward_fn(self, partial: bool = False) -> Callable[..., list[float]]:
         """TRL-style reward: `reward(completions, answer, task=None, **kw) -> list[float]`.
 
-        GRPOTrainer passes the dataset's `answer` and `task` columns as keyword lists.
+        GRPOTrainer passes the dataset's `answer` and `task` columns as keyword lists. `partial`: credit
+        by character similarity (`allocation.rl.reward: partial`) instead of the task scorers.
         """
 
         def reward(completions: list[Any], answer: list[str], task: list[str] | None = None, **kw: Any) -> list[float]:
-            return self.rewards(completions, list(answer), None if task is None else list(task), **kw)
+            return self.rewards(completions, list(answer), None if task is None else list(task), partial=partial, **kw)
 
         reward.__name__ = f"{self.name}_reward"
         reward.__qualname__ = reward.__name__
@@ -131,7 +135,7 @@ class SuiteSpec:
     description: str
     families: dict[str, str]  # family -> one-line description
     ood_shift: str
-    build: Callable[[int, SuiteSizes], TaskData]  # (seed, sizes) -> TaskData
+    build: Callable[..., TaskData]  # (seed, sizes, ood="recall") -> TaskData
 
 
 # ---------------------------------------------------------------------------- generic builder
@@ -245,25 +249,60 @@ def _ood(
     return out
 
 
-def materialize(recipe: Recipe, seed: int, sizes: SuiteSizes) -> TaskData:
-    """Generate every split of a recipe; test prompts never occur in the SFT or RL train sets."""
+def materialize(recipe: Recipe, seed: int, sizes: SuiteSizes, ood: str = "recall") -> TaskData:
+    """Generate every split of a recipe; test prompts never occur in the SFT or RL train sets.
+
+    `ood="recall"`: the recipe's OOD parts (shifted inputs, and CPT-only facts asked as the CPT corpus
+    states them). `ood="transfer"`: every SFT, RL and ID answer ends with ANSWER_END, a format only SFT
+    teaches, and the OOD test is the CPT-only facts (distinct, at most `sizes.ood_test`) asked in that
+    format: an OOD item needs both the format SFT teaches and the fact only CPT holds.
+    """
+    if ood not in OOD_SPLITS:
+        raise ValueError(f"unknown OOD split {ood!r}; known: {', '.join(OOD_SPLITS)}")
     rng = lambda split: split_rng(recipe.name, seed, split)  # noqa: E731
     facts = recipe.facts(rng("facts"))
     corpus, used_facts = _corpus(recipe, sizes.cpt, facts, rng("cpt"))
     fact_prompts = {f.prompt for f in facts}
-    ood = _ood(recipe, sizes.ood_test, rng("ood"), used_facts, fact_prompts)
-    id_test = _mixed(recipe.families, sizes.id_test, rng("id"), fact_prompts | {e.prompt for e in ood}, "id")
-    held_out = {e.prompt for e in id_test} | {e.prompt for e in ood}
+    if ood == "transfer":
+        held = [f for f in used_facts if f.task.endswith(CPT_SUFFIX)]
+        rng("ood").shuffle(held)
+        ood_test = [_marked(f) for f in held[: sizes.ood_test]]
+        shift = "CPT-only facts (" + ", ".join(sorted({f.task for f in held})) + f") asked in the answer format " \
+                f"SFT teaches (answer + {ANSWER_END!r})"
+    else:
+        ood_test = _ood(recipe, sizes.ood_test, rng("ood"), used_facts, fact_prompts)
+        shift = recipe.ood_shift
+    id_test = _mixed(recipe.families, sizes.id_test, rng("id"), fact_prompts | {e.prompt for e in ood_test}, "id")
+    held_out = {e.prompt for e in id_test} | {e.prompt for e in ood_test}
+    sft = _mixed(recipe.families, sizes.sft, rng("sft"), held_out, "sft")
+    rl = _mixed(recipe.families, sizes.rl, rng("rl"), held_out, "rl")
+    if ood == "transfer":
+        sft, rl, id_test = ([_marked(e) for e in split] for split in (sft, rl, id_test))
     return TaskData(
         name=recipe.name,
         cpt_corpus=corpus,
-        sft_train=_mixed(recipe.families, sizes.sft, rng("sft"), held_out, "sft"),
-        rl_train=_mixed(recipe.families, sizes.rl, rng("rl"), held_out, "rl"),
+        sft_train=sft,
+        rl_train=rl,
         id_test=id_test,
-        ood_test=ood,
-        ood_shift=recipe.ood_shift,
+        ood_test=ood_test,
+        ood_shift=shift,
         scorers=dict(recipe.scorers),
     )
+
+
+def _marked(example: Example) -> Example:
+    return Example(example.prompt, example.answer + ANSWER_END, example.task)
+
+
+def chance_level(examples: Sequence[Example]) -> float:
+    """Score of the best constant answer (the most frequent one): what guessing in the right format
+    reaches without knowing any item. A rise counts only above it."""
+    if not examples:
+        return 0.0
+    counts: dict[str, int] = {}
+    for e in examples:
+        counts[e.answer] = counts.get(e.answer, 0) + 1
+    return max(counts.values()) / len(examples)
 
 
 def seq(rng: random.Random, alphabet: str, lo: int, hi: int) -> str:

@@ -121,8 +121,8 @@ RECIPE = Recipe(
 )
 
 
-def build(seed: int, sizes: SuiteSizes) -> TaskData:
-    return materialize(RECIPE, seed, sizes)
+def build(seed: int, sizes: SuiteSizes, ood: str = "recall") -> TaskData:
+    return materialize(RECIPE, seed, sizes, ood)
 
 
 SPEC = SuiteSpec(
