@@ -17,6 +17,9 @@ items) and run `recommend` (balanced objective) on them, then measure:
 one (the study option "replicate the top K before recommending", replayed from the recorded seeds).
 
     .venv/bin/python benchmarks/bench_calibration.py [--draws 30] [--replicates 0]
+    .venv/bin/python benchmarks/bench_calibration.py --data benchmarks/data/transfer_grid.parquet --ood-items 48 --sizes 4,8,11
+
+(the second: the `transfer` grid of issue 14, 12 cells x 3 seeds, 48 distinct OOD items per score.)
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def one_draw(table, truth, n: int, rng, replicates: int) -> dict:
         top = [drawn["cell"][int(i)] for i in np.argsort(-score, kind="stable")]
         have = [c for c in dict.fromkeys(top) if c in set(others["cell"])][:replicates]
         train = pl.concat([drawn, others.filter(pl.col("cell").is_in(have))], how="diagonal_relaxed")
-    model = OutcomeModel(level=0.8, id_items=ITEMS["id"], ood_items=ITEMS["ood"]).fit(train)
+    model = OutcomeModel(level=0.8, id_items=ITEMS["id"], ood_items=ITEMS["ood"]).fit(train)  # main() may set ITEMS
     out: dict = {"trials": train.height}
     held = base.filter(~pl.col("key_sft").is_in(drawn["key_sft"].to_list()))
     if held.height:
@@ -101,7 +104,10 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=0, help="add other-seed runs of the top K drawn allocations")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--id-items", type=int, default=ITEMS["id"], help="ID items per score (binomial floor)")
+    ap.add_argument("--ood-items", type=int, default=ITEMS["ood"], help="OOD items per score (binomial floor)")
     args = ap.parse_args()
+    ITEMS.update(id=args.id_items, ood=args.ood_items)
     print_machine()
     table = pl.read_parquet(args.data).filter((pl.col("suite") == "transcriptomics") & (pl.col("state") == "COMPLETE"))
     cols = [c for c in feature_columns(table) if c != "budget_total"]

@@ -30,12 +30,12 @@ PTPLAN = [sys.executable, "-m", "ptplan._cli"]
 # again with training seeds 1 and 2 (the data seed stays 0; the grid order of seed 1 is reused for
 # seed 2 so that the replicates land on the same cells).
 # grid -> (plan, file prefix, studies). The transfer grid: every cell of transcriptomics under training
-# seeds 0, 1, 2 (data seed 0: one data set, one CPT per training seed), genomics under seed 0.
+# seeds 0, 1, 2 (data seed 0: one data set, one CPT per training seed), proteins under seed 0.
 GRIDS = {
     "search": ("search-grid.yaml", "search", (("transcriptomics", 0, 40, None), ("proteins", 0, 40, None),
                                               ("transcriptomics", 1, 20, None), ("transcriptomics", 2, 24, 1))),
     "transfer": ("transfer-grid.yaml", "transfer", (("transcriptomics", 0, 12, None), ("transcriptomics", 1, 12, None),
-                                                    ("transcriptomics", 2, 12, None), ("genomics", 0, 12, None))),
+                                                    ("transcriptomics", 2, 12, None), ("proteins", 0, 12, None))),
 }
 CURVE_COLUMNS = ("stage", "step", "compute", "id", "ood", "loss", "reward", "id_n", "ood_n", "id_se", "ood_se")
 
@@ -91,7 +91,7 @@ def main() -> None:
         print(f"{suite} seed {seed}: {t.height} complete trials, {c.height} curve points")
     args.out.mkdir(parents=True, exist_ok=True)
     table, curve = pl.concat(tables, how="diagonal_relaxed"), pl.concat(curves, how="diagonal_relaxed")
-    if only:  # keep the other studies' recorded rows
+    if only and (args.out / f"{prefix}_grid.parquet").exists():  # keep the other studies' recorded rows
         def keep(old: pl.DataFrame) -> pl.DataFrame:
             tag = pl.concat_str([pl.col("suite"), pl.col("seed").cast(pl.String)], separator=":")
             return old.filter(~tag.is_in([f"{a}:{b}" for a, b in only]))

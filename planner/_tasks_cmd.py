@@ -14,8 +14,12 @@ def show_tasks(console: Console, suite: str | None = None, samples: int = 1) -> 
         if name not in SUITES:
             raise ValueError(f"unknown suite {name!r} (known: {', '.join(SUITES)})")
         spec = SUITES[name]
-        data = spec.build(0, SuiteSizes(cpt=8, sft=64, rl=8, id_test=64, ood_test=64))
-        table = Table(title=f"{name}: {spec.description}", caption=f"OOD shift: {spec.ood_shift}", show_lines=True)
+        sizes = SuiteSizes(cpt=8, sft=64, rl=8, id_test=64, ood_test=64)
+        data, transfer = spec.build(0, sizes), spec.build(0, sizes, "transfer")
+        example = transfer.ood_test[0] if transfer.ood_test else None
+        caption = (f"OOD shift (data.ood: recall): {spec.ood_shift}\nOOD shift (data.ood: transfer): {transfer.ood_shift}"
+                   + (f", e.g. {example.prompt} -> {example.answer}" if example else ""))
+        table = Table(title=f"{name}: {spec.description}", caption=caption, show_lines=True)
         for col in ("family", "what", "sample prompt -> answer (ID)", "sample (OOD)"):
             table.add_column(col)
         for family, what in spec.families.items():

@@ -12,7 +12,7 @@ and actual final OOD and ID, and coverage of both interval kinds (expected score
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sklearn.base import clone
@@ -92,12 +92,17 @@ def _groups(curves: list[np.ndarray]) -> list[int]:
 
 def evaluate_curve_models(curves: list[Any], fractions=FRACTIONS, level: float = 0.8,
                           models: dict[str, Any] | None = None,
-                          progress: Callable[[int, int], None] | None = None):
-    """Leave-one-curve-out peak prediction of each model at each observed fraction.
+                          progress: Callable[[int, int], None] | None = None,
+                          groups: Sequence[Any] | None = None):
+    """Leave-one-group-out peak prediction of each model at each observed fraction.
 
     Args:
         curves: complete SFT curves (see `as_curve`).
         models: unfitted estimators by name; default: `curve_models(level)`.
+        groups: a group label per curve (e.g. the SFT configuration, so that replicates under other
+            seeds are held out together); default: identical curves (a shared SFT stage) form a group.
+            Each group is scored once, on its first curve, unless labels are given (then every
+            distinct curve is scored).
         progress: called with (done, total) after each held-out curve.
 
     Returns:
@@ -108,13 +113,18 @@ def evaluate_curve_models(curves: list[Any], fractions=FRACTIONS, level: float =
 
     models = models if models is not None else curve_models(level)
     parsed = [as_curve(c) for c in curves]
-    groups = _groups(parsed)
+    same = _groups(parsed)
+    if groups is None:
+        groups = same
+    else:
+        labels: dict[Any, int] = {}
+        groups = [labels.setdefault(g, len(labels)) for g in groups]
     counts = {"curves": len(parsed), "evaluated": 0, "flat": 0, "short": 0, "duplicate": 0, "censored": 0}
     targets = []
     seen: set[int] = set()
     for i, c in enumerate(parsed):
         truth = peak_of(c)
-        if groups[i] in seen:
+        if same[i] in seen:
             counts["duplicate"] += 1
         elif truth is None or np.isfinite(c[:, 1]).sum() < 3:
             counts["short"] += 1
@@ -123,7 +133,7 @@ def evaluate_curve_models(curves: list[Any], fractions=FRACTIONS, level: float =
         else:
             targets.append((i, truth))
             counts["censored"] += int(truth["censored"])
-        seen.add(groups[i])
+        seen.add(same[i])
     counts["evaluated"] = len(targets)
     detail = []
     for done, (i, truth) in enumerate(targets, 1):

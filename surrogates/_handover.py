@@ -10,10 +10,14 @@ import numpy as np
 from ._curve import OODPeakModel
 
 
-def peak_handover(confidence: float = 0.8, level: float = 0.8) -> Callable[[Sequence[Sequence[float]], int], str | None]:
+def peak_handover(confidence: float = 0.8, level: float = 0.8,
+                  curves: Sequence[Any] | None = None) -> Callable[[Sequence[Sequence[float]], int], str | None]:
     """A hand-over policy for `ptplan.stages.TrialRunner`: given the SFT curve so far (fraction of the
-    slice, OOD, ID, loss) and the stage's evaluation count, a reason to end SFT now, or None."""
-    model = OODPeakModel(level=level).fit(None)  # one trial: no prior curves, wide intervals
+    slice, OOD, ID, loss) and the stage's evaluation count, a reason to end SFT now, or None.
+
+    `curves`: complete SFT curves of earlier trials that the curve model learns its prior from
+    (default none: a broad prior and wide intervals)."""
+    model = OODPeakModel(level=level).fit(list(curves) if curves is not None else None)
 
     def decide(curve: Sequence[Sequence[float]], eval_points: int) -> str | None:
         arr = np.asarray(curve, dtype=float)

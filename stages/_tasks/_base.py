@@ -294,9 +294,28 @@ def _marked(example: Example) -> Example:
     return Example(example.prompt, example.answer + ANSWER_END, example.task)
 
 
-def chance_level(examples: Sequence[Example]) -> float:
-    """Score of the best constant answer (the most frequent one): what guessing in the right format
-    reaches without knowing any item. A rise counts only above it."""
+def family_of(task: str) -> str:
+    """The ID family a task name belongs to (`celltype_cpt`, `celltype_long` -> `celltype`)."""
+    for suffix in (CPT_SUFFIX, "_long"):
+        task = task.removesuffix(suffix)
+    return task
+
+
+def chance_level(data: "TaskData") -> float:
+    """Score of guessing uniformly among the answer space in the right format: per OOD item, 1 / the
+    number of distinct answers its family takes anywhere in the data (train and test splits); the mean
+    over OOD items. A rise counts only above it (`majority_level` is the stricter bar)."""
+    if not data.ood_test:
+        return 0.0
+    space: dict[str, set[str]] = {}
+    for e in data.sft_train + data.rl_train + data.id_test + data.ood_test:
+        space.setdefault(family_of(e.task), set()).add(e.answer)
+    return sum(1 / len(space[family_of(e.task)]) for e in data.ood_test) / len(data.ood_test)
+
+
+def majority_level(examples: Sequence[Example]) -> float:
+    """Score of the best constant answer (the most frequent one): what always giving one answer in the
+    right format reaches, knowing only which answers the test set favours."""
     if not examples:
         return 0.0
     counts: dict[str, int] = {}

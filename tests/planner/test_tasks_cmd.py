@@ -13,7 +13,7 @@ def test_tasks_lists_every_suite_family_shift_and_samples():
         assert name in proc.stdout
         for family in spec.families:
             assert family in proc.stdout
-    assert proc.stdout.count("OOD shift") == len(SUITES)
+    assert proc.stdout.count("OOD shift (data.ood: recall)") == proc.stdout.count("(data.ood: transfer)") == len(SUITES)
     assert "->" in proc.stdout  # sample prompts with answers
 
 

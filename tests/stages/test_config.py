@@ -61,3 +61,21 @@ def test_missing_backbone_folder_says_it_does_not_exist(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"`backbone.path`: the folder .*nope.* does not exist"):
         load_backbone(path=str(tmp_path / "nope"))
+
+
+def test_the_transfer_split_and_partial_rewards_are_part_of_the_stage_keys():
+    from ptplan.stages._trial import stage_key
+
+    base = {"budget": {"total": "1e9", "unit": "tokens"}}
+    default = TrialConfig.from_dict(base)
+    key = lambda cfg, stage: stage_key(cfg, stage, 0.5, "prev")  # noqa: E731
+    explicit = TrialConfig.from_dict({**base, "data": {"ood": "recall"}, "allocation": {"rl": {"reward": "exact"}}})
+    assert key(explicit, "cpt") == key(default, "cpt") and key(explicit, "rl") == key(default, "rl")
+    transfer = TrialConfig.from_dict({**base, "data": {"ood": "transfer"}})
+    assert key(transfer, "cpt") != key(default, "cpt")
+    partial = TrialConfig.from_dict({**base, "allocation": {"rl": {"reward": "partial"}}})
+    assert key(partial, "rl") != key(default, "rl") and key(partial, "sft") == key(default, "sft")
+    with pytest.raises(ConfigError, match="ood"):
+        TrialConfig.from_dict({**base, "data": {"ood": "shifted"}})
+    with pytest.raises(ConfigError, match="reward"):
+        TrialConfig.from_dict({**base, "allocation": {"rl": {"reward": "dense"}}})

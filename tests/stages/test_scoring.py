@@ -154,3 +154,13 @@ def test_bad_reward_callables_raise_reward_error(reward_module, path, message):
     with pytest.raises(RewardError, match=message) as info:
         scorer.batch(["a", "b"], ["a", "b"])
     assert path in str(info.value)
+
+
+def test_similarity_is_partial_credit_and_one_only_for_exact():
+    from ptplan.stages._scoring import exact, similarity
+
+    assert similarity("T cell#", "T cell#") == 1.0 == exact("T cell#", "T cell#")
+    assert similarity("  T cell#\nmore", "T cell#") == 1.0  # first line, whitespace-normalized, like exact
+    assert 0.9 < similarity("T cell", "T cell#") < 1.0
+    assert similarity("monocyte#", "T cell#") < similarity("T cel#", "T cell#")
+    assert similarity("", "ACGU#") == 0.0

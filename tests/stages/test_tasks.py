@@ -265,3 +265,64 @@ def test_proteins_hand_made():
     assert score("hydrophilic", Example("hyd:IIVL=", "hydrophobic", "hydropathy")) == 0.0
     assert proteins.motifs_in("AAAKDEL") == ["KDEL$"] and proteins.motifs_in("KDELAA") == []
     assert proteins.motifs_in("AGAAAAGKS") == ["[AG]....GK[ST]"]
+
+
+# ------------------------------------------------------------------ the `transfer` OOD split (issue 14)
+
+SIZES = SuiteSizes(cpt=2000, sft=512, rl=64, id_test=64, ood_test=128)
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_transfer_split_needs_the_sft_format_and_the_cpt_facts(name):
+    from ptplan.stages._tasks._base import ANSWER_END
+
+    data = build_suite(name, 0, SIZES, ood="transfer")
+    recall = build_suite(name, 0, SIZES)
+    assert data.cpt_corpus == recall.cpt_corpus  # the same CPT corpus as the recall split
+    assert not any(ANSWER_END in doc for doc in data.cpt_corpus)  # the format is never shown in CPT
+    for split in (data.sft_train, data.rl_train, data.id_test):
+        assert all(e.answer.endswith(ANSWER_END) and not e.task.endswith(CPT_SUFFIX) for e in split)
+    # OOD: distinct CPT-only facts, each stated in the CPT corpus without the mark, asked with it
+    assert data.ood_test and len({e.prompt for e in data.ood_test}) == len(data.ood_test) <= SIZES.ood_test
+    corpus = set(data.cpt_corpus)
+    for e in data.ood_test:
+        assert e.task.endswith(CPT_SUFFIX) and e.answer.endswith(ANSWER_END)
+        assert e.prompt + e.answer[: -len(ANSWER_END)] in corpus
+    train = {e.prompt for e in data.sft_train + data.rl_train}
+    assert not train & {e.prompt for e in data.ood_test}  # no leak of OOD items into SFT or RL
+    # a completion in the CPT format scores 0, in the SFT format 1
+    e = data.ood_test[0]
+    assert data.score(e.answer[: -len(ANSWER_END)], e) == 0.0 and data.score(e.answer, e) == 1.0
+
+
+def test_transfer_split_is_deterministic_and_named():
+    a = build_suite("transcriptomics", 3, SIZES, ood="transfer")
+    b = build_suite("transcriptomics", 3, SIZES, ood="transfer")
+    assert a.ood_test == b.ood_test and a.sft_train == b.sft_train
+    assert "celltype_cpt" in a.ood_shift and a.ood_shift != build_suite("transcriptomics", 3, SIZES).ood_shift
+    with pytest.raises(ValueError, match="unknown OOD split 'other'.*recall, transfer"):
+        build_suite("transcriptomics", 0, SIZES, ood="other")
+
+
+def test_chance_levels_uniform_over_the_answer_space_and_best_constant():
+    from ptplan.stages._tasks._base import chance_level, majority_level
+
+    items = [Example("a=", "x", "t"), Example("b=", "x", "t"), Example("c=", "y", "t"), Example("d=", "z", "t")]
+    assert majority_level(items) == 0.5 and majority_level([]) == 0.0
+    data = build_suite("transcriptomics", 0, SIZES, ood="transfer")
+    counts = Counter(e.answer for e in data.ood_test)
+    assert majority_level(data.ood_test) == max(counts.values()) / len(data.ood_test) < 0.5
+    # 14 cell types (10 in SFT, 4 held out): guessing one of them uniformly is right 1 time in 14
+    assert chance_level(data) == pytest.approx(1 / len(transcriptomics.MARKERS))
+    assert chance_level(build_suite("transcriptomics", 0, SIZES)) < chance_level(data)  # long sequences: ~0
+
+
+def test_partial_rewards_give_credit_for_nearly_right_answers():
+    data = build_suite("transcriptomics", 0, SIZES, ood="transfer")
+    e = next(x for x in data.rl_train if x.task == "celltype")
+    exact = data.reward_fn()
+    partial = data.reward_fn(partial=True)
+    completions = [e.answer, e.answer[:-1], "zzzz"]
+    assert exact(completions, answer=[e.answer] * 3, task=[e.task] * 3) == [1.0, 0.0, 0.0]
+    full, near, wrong = partial(completions, answer=[e.answer] * 3, task=[e.task] * 3)
+    assert full == 1.0 and 0.8 < near < 1.0 and wrong < near

@@ -167,3 +167,24 @@ def test_score_resolution_detects_test_set_size():
     assert score_resolution(np.arange(1, 20) / 64) == pytest.approx(1 / 64)
     assert score_resolution(np.random.default_rng(0).uniform(0.01, 0.99, 17)) is None  # partial credit
     assert score_resolution(np.array([0.25, 0.5])) is None  # too few values to tell
+
+
+def test_handover_policy_learns_from_earlier_curves():
+    """With earlier curves that peak at 30%, the policy hands over soon after a curve's peak; with none
+    it waits for more evidence (wide intervals) on the same observed part."""
+    from ptplan.surrogates import peak_handover
+
+    prior = _clean_prior([0.28, 0.3, 0.3, 0.32, 0.35], n_points=21)
+    curve = synthetic_curve("rise-fall", peak=0.3, n_points=21)[0]
+
+    def first_handover(policy):
+        c = as_curve(curve)
+        for k in range(3, len(c) + 1):
+            if policy(c[:k].tolist(), 20) is not None:
+                return float(c[k - 1, 0])
+        return None
+
+    fitted = first_handover(peak_handover(0.8, curves=prior))
+    assert fitted is not None and 0.3 <= fitted <= 0.6
+    broad = first_handover(peak_handover(0.8))
+    assert broad is None or broad >= fitted
