@@ -359,24 +359,33 @@ class OODPeakModel(BaseEstimator):
         n_bootstrap: Bayesian-bootstrap draws over prior curves for the interval of `behind`.
         noise: evaluation noise (score units), beyond any binomial part; None: learned.
         calibrate: calibrate interval widths on the prior curves (leave one curve out).
+        bandwidth: with `features` (the SFT settings of each curve's trial, e.g. log learning rate,
+            log rank, SFT share), a prior curve's weight in a query's prior is a Gaussian kernel of the
+            standardized feature distance with this bandwidth: curves of similar settings shape the prior
+            most. Without features every prior curve weighs the same.
         random_state: seed of the posterior draws.
     """
 
     def __init__(self, *, level: float = 0.8, n_samples: int = 2000, n_bootstrap: int = 64,
-                 noise: float | None = None, calibrate: bool = True, random_state: int | None = 0):
+                 noise: float | None = None, calibrate: bool = True, bandwidth: float = 1.0,
+                 random_state: int | None = 0):
         self.level = level
         self.n_samples = n_samples
         self.n_bootstrap = n_bootstrap
         self.noise = noise
         self.calibrate = calibrate
+        self.bandwidth = bandwidth
         self.random_state = random_state
 
     # -- fit ---------------------------------------------------------------------------------------
-    def fit(self, curves: Sequence[Any] | None = None, y: None = None) -> "OODPeakModel":
+    def fit(self, curves: Sequence[Any] | None = None, y: None = None,
+            features: Any = None) -> "OODPeakModel":
         """Learn the prior over curve shapes from complete SFT curves of earlier trials.
 
         Args:
             curves: complete curves (see `as_curve`); empty or None gives the uninformed prior.
+            features: optional (n_curves, d) SFT settings of each curve's trial (numbers; see
+                `bandwidth`); queries then pass theirs to `predict_peak`.
         """
         if not 0.0 < self.level < 1.0:
             raise ValueError(f"level must be in (0, 1), got {self.level!r}")
@@ -384,12 +393,24 @@ class OODPeakModel(BaseEstimator):
             raise ValueError(f"n_samples must be >= 10, got {self.n_samples!r}")
         if self.noise is not None and not self.noise > 0:
             raise ValueError(f"noise must be > 0 or None, got {self.noise!r}")
+        if not self.bandwidth > 0:
+            raise ValueError(f"bandwidth must be > 0, got {self.bandwidth!r}")
         parsed = [as_curve(c) for c in (curves if curves is not None else [])]
+        feats = None
+        if features is not None:
+            feats = np.asarray(features, dtype=float).reshape(len(parsed), -1) if len(parsed) else None
         with threadpool_limits(1, user_api="blas"):  # small arrays: extra BLAS threads only contend
-            return self._fit([c[np.isfinite(c[:, 1])] for c in parsed])
+            return self._fit([c[np.isfinite(c[:, 1])] for c in parsed], feats)
 
-    def _fit(self, parsed: list[np.ndarray]) -> "OODPeakModel":
-        informative = [c for c in parsed if len(c) >= 3 and np.ptp(c[:, 1]) > 1e-12]
+    def _fit(self, parsed: list[np.ndarray], feats: np.ndarray | None = None) -> "OODPeakModel":
+        keep = [i for i, c in enumerate(parsed) if len(c) >= 3 and np.ptp(c[:, 1]) > 1e-12]
+        informative = [parsed[i] for i in keep]
+        self.features_ = None
+        if feats is not None and keep:
+            f = feats[keep]
+            self.feature_mean_ = np.nanmean(f, axis=0)
+            self.feature_scale_ = np.where(np.nanstd(f, axis=0) > 0, np.nanstd(f, axis=0), 1.0)
+            self.features_ = self._standardize(f)
         self.n_curves_ = len(parsed)
         self.n_informative_ = len(informative)
         lengths = [len(c) for c in parsed if len(c) >= 2]
@@ -452,12 +473,31 @@ class OODPeakModel(BaseEstimator):
     def _sd(self, y: np.ndarray) -> np.ndarray:
         return np.sqrt(self.noise_ ** 2 + self.noise_scale_ * self._binomial_var(y))
 
-    def _prior(self, exclude: int | None = None) -> np.ndarray:
-        """The empirical-Bayes prior on the shape grid, optionally without prior curve `exclude`."""
+    def _standardize(self, f: np.ndarray) -> np.ndarray:
+        return np.nan_to_num((np.asarray(f, dtype=float) - self.feature_mean_) / self.feature_scale_)
+
+    def _weights(self, x: np.ndarray | None, exclude: int | None = None) -> np.ndarray | None:
+        """Kernel weights of the prior curves for a query's standardized features (None: equal)."""
+        if x is None or self.features_ is None or not len(self.components_):
+            return None
+        d2 = ((self.features_ - x) ** 2).sum(1)
+        w = np.exp(-0.5 * d2 / self.bandwidth ** 2)
+        if exclude is not None:
+            w[exclude] = 0.0
+        return w if w.sum() > 1e-12 else None
+
+    def _prior(self, exclude: int | None = None, x: np.ndarray | None = None) -> np.ndarray:
+        """The empirical-Bayes prior on the shape grid, optionally without prior curve `exclude` and
+        weighted towards curves with features near `x` (standardized)."""
         comps = self.components_
         n = len(comps) - (exclude is not None)
         if n <= 0:
             return _BROAD.copy()
+        w = self._weights(x, exclude)
+        if w is not None:
+            n_eff = w.sum() ** 2 / (w ** 2).sum()
+            w0 = max(1.0 / (n_eff + 1), 0.02)
+            return w0 * _BROAD + (1 - w0) * (w @ comps) / w.sum()
         total = self.components_sum_ - (comps[exclude] if exclude is not None else 0.0)
         w0 = max(1.0 / (n + 1), 0.02)
         return w0 * _BROAD + (1 - w0) * total / n
@@ -469,7 +509,7 @@ class OODPeakModel(BaseEstimator):
         cases = []
         for j, (c, h) in enumerate(zip(curves, shapes)):
             truth = peak_of(c)
-            prior = self._prior(exclude=j)
+            prior = self._prior(exclude=j, x=None if self.features_ is None else self.features_[j])
             for k in calibration_cases(c):
                 d = self._draw(c[:k], prior, None, rng, n, h=h[:, :k])
                 cases.append((d, truth))
@@ -482,26 +522,32 @@ class OODPeakModel(BaseEstimator):
         self.calibration_ = cal
 
     # -- predict -----------------------------------------------------------------------------------
-    def predict_peak(self, curves: Sequence[Any], grid: Sequence[float] | None = None) -> PeakPrediction:
+    def predict_peak(self, curves: Sequence[Any], grid: Sequence[float] | None = None,
+                     features: Any = None) -> PeakPrediction:
         """Predict the OOD peak of each partial curve.
 
         Args:
             curves: partial curves (points up to the fraction observed so far).
             grid: fractions of all evaluation points of the slice; default: continue the observed spacing.
+            features: (n_curves, d) SFT settings of each query, as given to `fit` (ignored when fit had none).
         """
         check_is_fitted(self, msg=NOT_FITTED.format(name=type(self).__name__))
         rng = check_random_state(self.random_state)
-        prior = self._prior()
         parsed = [as_curve(c) for c in curves]
+        xs = [None] * len(parsed)
+        if features is not None and getattr(self, "features_", None) is not None:
+            xs = list(self._standardize(np.asarray(features, dtype=float).reshape(len(parsed), -1)))
         with threadpool_limits(1, user_api="blas"):
-            rows = [self._predict_one(c, prior, grid, rng, int(self.n_samples)) for c in parsed]
+            rows = [self._predict_one(c, self._prior(x=x), grid, rng, int(self.n_samples), x)
+                    for c, x in zip(parsed, xs)]
         return PeakPrediction.stack(rows, self.level)
 
     def predict(self, curves: Sequence[Any]) -> np.ndarray:
         """Predicted peak location (fraction of the SFT slice) of each partial curve."""
         return self.predict_peak(curves).location
 
-    def _predict_one(self, curve: np.ndarray, prior: np.ndarray, grid, rng, n_samples: int) -> dict:
+    def _predict_one(self, curve: np.ndarray, prior: np.ndarray, grid, rng, n_samples: int,
+                     x: np.ndarray | None = None) -> dict:
         d = self._draw(curve, prior, grid, rng, n_samples)
         if d is None:  # nothing observed and nothing to come: no evidence at all
             f = float(curve[:, 0].max()) if len(curve) else 0.0
@@ -515,7 +561,7 @@ class OODPeakModel(BaseEstimator):
         out["value_low"], out["value_high"] = _widen(
             out["value"], out["value_low"], out["value_high"],
             _local_margin(self.calibration_, "value", f, self.level))
-        out["behind_low"], out["behind_high"] = self._behind_interval(out["behind"], d, prior, rng)
+        out["behind_low"], out["behind_high"] = self._behind_interval(out["behind"], d, prior, rng, self._weights(x))
         return out
 
     def _draw(self, curve: np.ndarray, prior: np.ndarray, grid, rng, n_samples: int,
@@ -582,8 +628,10 @@ class OODPeakModel(BaseEstimator):
                 "location_low": float(lo), "location_high": float(hi), "value": float(v_mid),
                 "value_low": float(v_lo), "value_high": float(v_hi), "behind": float(d["behind"].mean())}
 
-    def _behind_interval(self, p: float, d: dict, prior: np.ndarray, rng) -> tuple[float, float]:
-        """Interval of P(peak behind): Bayesian bootstrap over prior curves, Beta(J + 2) when too few."""
+    def _behind_interval(self, p: float, d: dict, prior: np.ndarray, rng,
+                         weights: np.ndarray | None = None) -> tuple[float, float]:
+        """Interval of P(peak behind): Bayesian bootstrap over prior curves (kernel-weighted when the
+        query has features), Beta(J + 2) when too few."""
         a = (1 - self.level) / 2
         comps = self.components_
         if not (d["can_be_behind"] and d["can_be_ahead"]):  # certain: nothing seen, or nothing to come
@@ -592,7 +640,12 @@ class OODPeakModel(BaseEstimator):
             return self._beta(p, len(comps), a)
         gs, behind = d["grid_rows"], d["behind"]
         u = rng.dirichlet(np.ones(len(comps)), size=int(self.n_bootstrap))
-        w0 = max(1.0 / (len(comps) + 1), 0.02)
+        n = len(comps)
+        if weights is not None:
+            u = u * weights[None, :]
+            u /= u.sum(1, keepdims=True)
+            n = weights.sum() ** 2 / (weights ** 2).sum()
+        w0 = max(1.0 / (n + 1), 0.02)
         ratio = (w0 * _BROAD[gs][None, :] + (1 - w0) * (u @ comps[:, gs])) / prior[gs][None, :]
         pb = (ratio * behind[None, :]).sum(1) / ratio.sum(1)
         lo, hi = np.quantile(pb, [a, 1 - a])

@@ -11,6 +11,7 @@ and actual final OOD and ID, and coverage of both interval kinds (expected score
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -93,7 +94,8 @@ def _groups(curves: list[np.ndarray]) -> list[int]:
 def evaluate_curve_models(curves: list[Any], fractions=FRACTIONS, level: float = 0.8,
                           models: dict[str, Any] | None = None,
                           progress: Callable[[int, int], None] | None = None,
-                          groups: Sequence[Any] | None = None):
+                          groups: Sequence[Any] | None = None, features: Any = None,
+                          features_for: Sequence[str] | None = None):
     """Leave-one-group-out peak prediction of each model at each observed fraction.
 
     Args:
@@ -103,6 +105,9 @@ def evaluate_curve_models(curves: list[Any], fractions=FRACTIONS, level: float =
             seeds are held out together); default: identical curves (a shared SFT stage) form a group.
             Each group is scored once, on its first curve, unless labels are given (then every
             distinct curve is scored).
+        features: optional (n_curves, d) SFT settings per curve, given to the models whose `fit` and
+            `predict_peak` take `features` (the curve model's settings-weighted prior), or only to
+            the models named in `features_for`.
         progress: called with (done, total) after each held-out curve.
 
     Returns:
@@ -136,13 +141,17 @@ def evaluate_curve_models(curves: list[Any], fractions=FRACTIONS, level: float =
         seen.add(same[i])
     counts["evaluated"] = len(targets)
     detail = []
+    feats = None if features is None else np.asarray(features, dtype=float).reshape(len(parsed), -1)
     for done, (i, truth) in enumerate(targets, 1):
-        prior = [c for j, c in enumerate(parsed) if groups[j] != groups[i]]
+        rest = [j for j in range(len(parsed)) if groups[j] != groups[i]]
+        prior = [parsed[j] for j in rest]
         for name, template in models.items():
-            est = clone(template).fit(prior)
+            uses = (feats is not None and "features" in inspect.signature(template.fit).parameters
+                    and (features_for is None or name in features_for))
+            est = clone(template).fit(prior, features=feats[rest]) if uses else clone(template).fit(prior)
             for f in fractions:
                 part = truncate(parsed[i], f)
-                r = est.predict_peak([part]).row(0)
+                r = (est.predict_peak([part], features=feats[i:i + 1]) if uses else est.predict_peak([part])).row(0)
                 detail.append({
                     "model": name, "observed": float(f), "curve": i, "true_location": truth["fraction"],
                     "true_value": truth["value"], "censored": truth["censored"], **{k: r[k] for k in (

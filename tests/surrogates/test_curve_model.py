@@ -188,3 +188,18 @@ def test_handover_policy_learns_from_earlier_curves():
     assert fitted is not None and 0.3 <= fitted <= 0.6
     broad = first_handover(peak_handover(0.8))
     assert broad is None or broad >= fitted
+
+
+def test_settings_weighted_prior_follows_curves_of_similar_settings():
+    # Early-peaking curves were run at a high learning rate (feature 1), late ones at a low one (0).
+    early = _clean_prior([0.15, 0.18, 0.2, 0.22])
+    late = _clean_prior([0.6, 0.65, 0.7, 0.75])
+    feats = [[1.0]] * 4 + [[0.0]] * 4
+    model = OODPeakModel(bandwidth=0.5).fit(early + late, features=feats)
+    query = truncate(synthetic_curve("rise-fall", peak=0.5, n_points=41)[0], 0.0)  # only the SFT start seen
+    hi = model.predict_peak([query], features=[[1.0]]).row(0)["location"]
+    lo = model.predict_peak([query], features=[[0.0]]).row(0)["location"]
+    flat = model.predict_peak([query]).row(0)["location"]  # no query features: every prior curve weighs the same
+    assert hi < flat < lo and lo - hi > 0.3
+    with pytest.raises(ValueError, match="bandwidth"):
+        OODPeakModel(bandwidth=0).fit(early)
